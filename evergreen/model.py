@@ -1,0 +1,54 @@
+"""The deployable model: a LightGBM booster plus the column order and category vocabulary it needs.
+
+Logged as an MLflow pyfunc whose ``predict`` takes the raw feature frame (strings for categoricals,
+as Feast and the request return them) and returns the probability of a delay: the same call works
+for the gate, the drift flow and a serving gateway.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from evergreen.features import to_model_frame
+
+BOOSTER_FILE = "booster.txt"
+META_FILE = "model_meta.json"
+
+
+class FlightDelayModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.booster: Any = None
+        self.columns: list[str] = []
+        self.categories: dict[str, list[str]] = {}
+
+    def load_context(self, context: Any) -> None:
+        import lightgbm as lgb
+
+        self.booster = lgb.Booster(model_file=context.artifacts["booster"])
+        meta = json.loads(Path(context.artifacts["meta"]).read_text())
+        self.columns = meta["columns"]
+        self.categories = meta["categories"]
+
+    def predict(self, context: Any, model_input: Any, params: Any = None) -> np.ndarray:
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        missing = [c for c in self.columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"model input lacks feature column(s) {missing}")
+        x = to_model_frame(frame, self.columns, self.categories)
+        return np.asarray(self.booster.predict(x), dtype="float64")
+
+
+def save_model_files(booster: Any, columns: list[str], categories: dict[str, list[str]], folder: Path) -> dict[str, str]:
+    """Write the booster and its metadata; returns the MLflow ``artifacts`` mapping."""
+    folder.mkdir(parents=True, exist_ok=True)
+    booster_path = folder / BOOSTER_FILE
+    booster.save_model(str(booster_path))
+    meta_path = folder / META_FILE
+    meta_path.write_text(json.dumps({"columns": columns, "categories": categories}, indent=1))
+    return {"booster": str(booster_path), "meta": str(meta_path)}

@@ -1,0 +1,159 @@
+"""MLflow model registry with aliases only (stages are deprecated), an alias audit log, and rollback.
+
+Aliases: ``challenger`` (latest gated candidate), ``champion`` (serves), ``previous_champion`` (the
+rollback target). Every move is appended to the registered model's tags as
+``evergreen.alias_log.<seq>`` = JSON {at, alias, from, to, reason, actor, flow_run}: the history
+lives with the registry itself, so a rollback needs nothing else.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous_champion"
+LOG_PREFIX = "evergreen.alias_log."
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that cannot proceed; nothing was changed."""
+
+
+@dataclass
+class AliasMove:
+    at: str
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    reason: str
+    actor: str
+    flow_run: str | None
+
+
+def client(tracking_uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def ensure_model(c: Any, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        c.create_registered_model(name, description="Evergreen flight-delay classifier (P(arrival > 15 min late))")
+
+
+def alias_version(c: Any, name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(c.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def aliases(c: Any, name: str) -> dict[str, str]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return {k: str(v) for k, v in c.get_registered_model(name).aliases.items()}
+    except MlflowException:
+        return {}
+
+
+def history(c: Any, name: str) -> list[AliasMove]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = c.get_registered_model(name).tags
+    except MlflowException:
+        return []
+    entries = sorted((k, v) for k, v in tags.items() if k.startswith(LOG_PREFIX))
+    return [AliasMove(**json.loads(v)) for _, v in entries]
+
+
+def _record(c: Any, name: str, move: AliasMove) -> None:
+    seq = len(history(c, name)) + 1
+    c.set_registered_model_tag(name, f"{LOG_PREFIX}{seq:06d}", json.dumps(asdict(move)))
+
+
+def _move(c: Any, name: str, alias: str, to: str | None, reason: str, actor: str, flow_run: str | None) -> None:
+    before = alias_version(c, name, alias)
+    if before == to:
+        return
+    if to is None:
+        c.delete_registered_model_alias(name, alias)
+    else:
+        c.set_registered_model_alias(name, alias, to)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    _record(c, name, AliasMove(now, alias, before, to, reason, actor, flow_run))
+
+
+def _restore(c: Any, name: str, snapshot: dict[str, str]) -> None:
+    """Put aliases back exactly as in ``snapshot`` (used when a multi-alias move fails half-way)."""
+    current = aliases(c, name)
+    for alias in set(current) | set(snapshot):
+        if alias in snapshot and current.get(alias) != snapshot[alias]:
+            c.set_registered_model_alias(name, alias, snapshot[alias])
+        elif alias not in snapshot and alias in current:
+            c.delete_registered_model_alias(name, alias)
+
+
+def move_aliases(
+    c: Any, name: str, moves: list[tuple[str, str | None]], reason: str, flow_run: str | None, actor: str | None = None
+) -> None:
+    """Apply several alias moves as one change: on any failure, the aliases are restored."""
+    actor = actor or getpass.getuser()
+    snapshot = aliases(c, name)
+    try:
+        for alias, to in moves:
+            _move(c, name, alias, to, reason, actor, flow_run)
+    except Exception:
+        _restore(c, name, snapshot)
+        raise
+
+
+def register(c: Any, name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
+    ensure_model(c, name)
+    mv = c.create_model_version(name=name, source=model_uri, run_id=run_id, tags=tags)
+    return str(mv.version)
+
+
+def promote(c: Any, name: str, version: str, reason: str, flow_run: str | None) -> str | None:
+    """``champion`` -> ``version``; the old champion keeps ``previous_champion``. Returns the old one."""
+    old = alias_version(c, name, CHAMPION)
+    moves: list[tuple[str, str | None]] = []
+    if old is not None and old != version:
+        moves.append((PREVIOUS, old))
+    moves.append((CHAMPION, version))
+    move_aliases(c, name, moves, reason, flow_run)
+    return old
+
+
+def rollback(c: Any, name: str, reason: str, flow_run: str | None = None, actor: str | None = None) -> tuple[str, str]:
+    """Move ``champion`` back to ``previous_champion``; ``previous_champion`` moves one further back
+    (the champion before it, from the log) or is removed. Returns (from_version, to_version)."""
+    current = alias_version(c, name, CHAMPION)
+    target = alias_version(c, name, PREVIOUS)
+    if current is None:
+        raise RegistryError(f"model '{name}' has no champion: nothing to roll back")
+    if target is None:
+        raise RegistryError(f"model '{name}' has no '{PREVIOUS}' alias: champion v{current} is the first one")
+    # The champion that preceded `target`, as the log recorded it when `target` was promoted.
+    earlier = None
+    for move in reversed(history(c, name)):
+        if move.alias == CHAMPION and move.to_version == target:
+            earlier = move.from_version
+            break
+    if earlier == target:
+        earlier = None
+    move_aliases(c, name, [(CHAMPION, target), (PREVIOUS, earlier)], f"rollback: {reason}", flow_run, actor)
+    c.set_model_version_tag(name, current, "evergreen.rolled_back", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return current, target

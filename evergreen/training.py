@@ -1,0 +1,196 @@
+"""Time windows, Optuna tuning and the final deterministic LightGBM fit.
+
+Windows (all ending at ``as_of``, nothing known after it is used):
+
+    [as_of - holdout - train_days, as_of - holdout)  training  (its last validation_days tune)
+    [as_of - holdout, as_of)                         out-of-time holdout for the gate
+
+A flight enters a window by its prediction time, and only if its outcome was known by ``as_of``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evergreen.config import TuningConfig, WindowConfig
+from evergreen.features import learn_categories, to_model_frame
+
+LABEL = "delayed"
+
+
+@dataclass(frozen=True)
+class Windows:
+    start: pd.Timestamp
+    holdout_start: pd.Timestamp
+    validation_start: pd.Timestamp
+    end: pd.Timestamp
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v.isoformat() for k, v in vars(self).items()}
+
+
+def plan_windows(as_of: pd.Timestamp, window: WindowConfig) -> Windows:
+    holdout_start = as_of - pd.Timedelta(days=window.holdout_days)
+    return Windows(
+        start=holdout_start - pd.Timedelta(days=window.train_days),
+        holdout_start=holdout_start,
+        validation_start=holdout_start - pd.Timedelta(days=window.validation_days),
+        end=as_of,
+    )
+
+
+def split_frame(frame: pd.DataFrame, w: Windows) -> tuple[pd.DataFrame, pd.DataFrame]:
+    known = frame["known_at"] <= w.end
+    ts = frame["event_timestamp"]
+    train = frame[known & (ts >= w.start) & (ts < w.holdout_start)].reset_index(drop=True)
+    holdout = frame[known & (ts >= w.holdout_start) & (ts < w.end)].reset_index(drop=True)
+    return train, holdout
+
+
+def threads(cfg: TuningConfig) -> int:
+    return cfg.threads or os.cpu_count() or 1
+
+
+def base_params(cfg: TuningConfig) -> dict[str, Any]:
+    return {
+        "objective": "binary",
+        "metric": ["auc", "binary_logloss"],
+        "verbosity": -1,
+        "seed": cfg.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": threads(cfg),
+        "feature_pre_filter": False,
+    }
+
+
+@dataclass
+class TuningResult:
+    best_params: dict[str, Any]
+    best_iteration: int
+    best_value: float
+    n_trials: int
+    n_pruned: int
+    study_name: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _suggest(trial: Any) -> dict[str, Any]:
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
+        "num_leaves": trial.suggest_int("num_leaves", 15, 255, log=True),
+        "min_child_samples": trial.suggest_int("min_child_samples", 10, 300, log=True),
+        "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
+        "bagging_fraction": trial.suggest_float("bagging_fraction", 0.5, 1.0),
+        "bagging_freq": 1,
+        "lambda_l1": trial.suggest_float("lambda_l1", 1e-8, 10.0, log=True),
+        "lambda_l2": trial.suggest_float("lambda_l2", 1e-8, 10.0, log=True),
+        "cat_smooth": trial.suggest_float("cat_smooth", 1.0, 50.0, log=True),
+    }
+
+
+def tune(
+    train: pd.DataFrame,
+    columns: list[str],
+    cfg: TuningConfig,
+    validation_start: pd.Timestamp,
+    storage: str,
+    study_name: str,
+    n_trials: int | None = None,
+) -> tuple[TuningResult, Any]:
+    """TPE search with median pruning on a time split of the training window; the study persists
+    in ``storage`` so an interrupted run resumes where it stopped (same name, same data)."""
+    import lightgbm as lgb
+    import optuna
+    from optuna_integration.lightgbm import LightGBMPruningCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    fit = train[train["event_timestamp"] < validation_start]
+    valid = train[train["event_timestamp"] >= validation_start]
+    if len(fit) == 0 or len(valid) == 0 or valid[LABEL].nunique() < 2:
+        raise ValueError(
+            f"tuning needs both a fit and a validation part with both classes; got {len(fit)} fit and "
+            f"{len(valid)} validation rows: widen window.train_days or window.validation_days"
+        )
+    categories = learn_categories(fit, columns)
+    params0 = base_params(cfg)
+    # Built once and shared by every trial: binning does not depend on the searched parameters.
+    dfit = lgb.Dataset(to_model_frame(fit, columns, categories), fit[LABEL], free_raw_data=False,
+                       params={"feature_pre_filter": False, "verbosity": -1})
+    dvalid = lgb.Dataset(to_model_frame(valid, columns, categories), valid[LABEL], reference=dfit,
+                         free_raw_data=False)
+
+    def objective(trial: Any) -> float:
+        params = {**params0, **_suggest(trial)}
+        booster = lgb.train(
+            params, dfit, num_boost_round=cfg.max_boost_rounds, valid_sets=[dvalid], valid_names=["valid"],
+            callbacks=[
+                lgb.early_stopping(cfg.early_stopping_rounds, verbose=False),
+                LightGBMPruningCallback(trial, "auc", valid_name="valid", report_interval=cfg.report_interval),
+            ],
+        )
+        trial.set_user_attr("best_iteration", int(booster.best_iteration or booster.current_iteration()))
+        return float(booster.best_score["valid"]["auc"])
+
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=cfg.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=30),
+    )
+    budget = n_trials if n_trials is not None else cfg.n_trials
+    done = len([t for t in study.trials if t.state.is_finished()])
+    remaining = max(budget - done, 0)
+    if remaining:
+        # One trial at a time, each using every core: trials x threads never exceeds the cores.
+        study.optimize(objective, n_trials=remaining, timeout=cfg.timeout_seconds, n_jobs=1, gc_after_trial=False)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise RuntimeError(f"Optuna study '{study_name}' has no completed trial; raise tuning.timeout_seconds")
+    best = study.best_trial
+    history = [
+        {"number": t.number, "state": t.state.name, "value": t.value, **t.params} for t in study.trials
+    ]
+    result = TuningResult(
+        best_params={**best.params, "bagging_freq": 1},
+        best_iteration=int(best.user_attrs.get("best_iteration", 100)),
+        best_value=float(best.value),
+        n_trials=len(study.trials),
+        n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+        study_name=study_name,
+        history=history,
+    )
+    return result, study
+
+
+def train_final(
+    train: pd.DataFrame, columns: list[str], cfg: TuningConfig, tuning: TuningResult, fit_rows: int
+) -> tuple[Any, dict[str, list[str]], dict[str, Any]]:
+    """Deterministic fit on the whole training window with the tuned parameters.
+
+    Rounds scale with the data: the early-stopped count found on ``fit_rows`` rows grows in
+    proportion to the larger training set.
+    """
+    import lightgbm as lgb
+
+    categories = learn_categories(train, columns)
+    params = {**base_params(cfg), **tuning.best_params}
+    rounds = max(10, int(round(tuning.best_iteration * len(train) / max(fit_rows, 1))))
+    data = lgb.Dataset(to_model_frame(train, columns, categories), train[LABEL], params={"feature_pre_filter": False, "verbosity": -1})
+    booster = lgb.train(params, data, num_boost_round=rounds)
+    return booster, categories, {**params, "num_boost_round": rounds}
+
+
+def fit_rows(train: pd.DataFrame, validation_start: pd.Timestamp) -> int:
+    return int((train["event_timestamp"] < validation_start).sum())
+
+
+def label_rate(frame: pd.DataFrame) -> float:
+    return float(np.mean(frame[LABEL])) if len(frame) else float("nan")

@@ -1,0 +1,186 @@
+"""Training flow: validate -> retrieve -> tune -> train -> gate -> register and promote.
+
+Run it from a shell (``python -m flows.training --as-of 2013-06-01``) or as the ``training``
+deployment. ``as_of`` replays history: only what was known at that instant is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger
+
+from evergreen.config import load_config
+from evergreen.features import model_columns
+from evergreen.training import plan_windows, split_frame
+from tasks.common import flow_run_id, stage, table_artifact
+from tasks.data import load_raw_data, prepare
+from tasks.gate import run_gate, score_champion
+from tasks.registry import register_and_promote
+from tasks.training import log_run, train_model, tune_model
+from tasks.validation import validate_batch
+
+REASONS = ("manual", "schedule", "drift")
+DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "default.yaml")
+FEATURE_LOOKBACK = pd.Timedelta(days=31)  # raw rows that feed the window's 30-day features
+
+
+def parse_as_of(value: str | None, flights: pd.DataFrame) -> pd.Timestamp:
+    """``as_of`` as a UTC instant; default: the moment after the last outcome in the data."""
+    if value in (None, "", "None", "latest"):
+        return flights["known_at"].max().ceil("D")
+    ts = pd.Timestamp(str(value))
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+@flow(name="training", log_prints=True)
+def training(
+    config: str = DEFAULT_CONFIG,
+    as_of: str | None = None,
+    n_trials: int | None = None,
+    reason: str = "manual",
+) -> dict[str, Any]:
+    """Train a challenger on data known at ``as_of``, gate it against the champion, register it."""
+    logger = get_run_logger()
+    # Deployment triggers render parameters as strings: cast them back here.
+    n_trials = int(n_trials) if n_trials not in (None, "", "None") else None
+    if reason not in REASONS:
+        raise ValueError(f"reason must be one of {REASONS}, got {reason!r}")
+    cfg = load_config(config)
+    timings: dict[str, float] = {}
+    run_dir_key = flow_run_id() or "local"
+
+    # ── 1. Validate ─────────────────────────────────────────────────────────────────────────────
+    with stage(timings, "load"):
+        raw = load_raw_data(cfg)
+        flights = prepare(cfg, raw)
+        cutoff = parse_as_of(as_of, flights)
+        windows = plan_windows(cutoff, cfg.window)
+    with stage(timings, "validate_raw"):
+        lo, hi = windows.start - FEATURE_LOOKBACK, windows.end
+        in_batch = (flights["prediction_time"] >= lo) & (flights["prediction_time"] < hi)
+        wt = pd.to_datetime(raw.weather["time_hour"], utc=True)
+        report_dir = cfg.reports_dir / "validation" / run_dir_key
+        raw_results = validate_batch(
+            {"flights": raw.flights[in_batch.to_numpy()], "weather": raw.weather[((wt >= lo) & (wt < hi)).to_numpy()],
+             "planes": raw.planes},
+            report_dir, f"Raw batch {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}",
+        )
+
+    # ── 2. Retrieve (point-in-time, through Feast) ─────────────────────────────────────────────
+    with stage(timings, "retrieve"):
+        from evergreen.feature_store import feature_names
+        from tasks.features import retrieve
+
+        frame = retrieve(cfg, flights, windows.start, windows.end)
+        columns = model_columns(feature_names(cfg))
+        train, holdout = split_frame(frame, windows)
+    with stage(timings, "validate_frame"):
+        frame_results = validate_batch({"training_frame": pd.concat([train, holdout])}, report_dir,
+                                       "Assembled training frame")
+    logger.info("training rows %d, holdout rows %d, %d features", len(train), len(holdout), len(columns))
+
+    # ── 3. Tune ─────────────────────────────────────────────────────────────────────────────────
+    with stage(timings, "tune"):
+        from evergreen import tracking
+
+        data_fp = tracking.frame_fingerprint(train[["flight_id", "delayed", *columns]])
+        study_name = f"{cfg.registry.model_name}-{cutoff:%Y%m%dT%H%M}-{cfg.digest[:8]}-{data_fp[:8]}"
+        tuning, study = tune_model(cfg, train, columns, windows, study_name, n_trials)
+
+    # ── 4. Train and log ────────────────────────────────────────────────────────────────────────
+    with stage(timings, "train"):
+        booster, categories, final_params = train_model(cfg, train, columns, tuning, windows)
+    lineage = {
+        "evergreen.git_sha": tracking.git_sha(),
+        "evergreen.config_hash": cfg.digest,
+        "evergreen.lock_hash": tracking.file_hash(tracking.ROOT / "uv.lock"),
+        "evergreen.data_window": f"{windows.start.isoformat()}/{windows.end.isoformat()}",
+        "evergreen.data_fingerprint": data_fp,
+        "evergreen.raw_fingerprint": raw.fingerprint(),
+        "evergreen.feature_service": cfg.features.feature_service,
+        "evergreen.as_of": cutoff.isoformat(),
+        "evergreen.reason": reason,
+        "evergreen.flow_run": flow_run_id() or "",
+    }
+    with stage(timings, "log_model"):
+        logged = log_run(
+            cfg, booster=booster, categories=categories, final_params=final_params, tuning=tuning, study=study,
+            columns=columns, train=train, holdout=holdout, windows=windows, tags=lineage,
+            validation_reports=[r.report_path for r in [*raw_results, *frame_results] if r.report_path],
+        )
+
+    # ── 5. Gate ─────────────────────────────────────────────────────────────────────────────────
+    with stage(timings, "gate"):
+        champion_version, champion_scores = score_champion(cfg, holdout)
+        decision, decision_path = run_gate(
+            cfg, holdout, logged.holdout_scores, champion_version, champion_scores, logged.run_id,
+            {"start": windows.holdout_start.isoformat(), "end": windows.end.isoformat()},
+        )
+
+    # ── 6. Register and promote ─────────────────────────────────────────────────────────────────
+    with stage(timings, "register"):
+        outcome = register_and_promote(cfg, logged.model_uri, logged.run_id, decision, lineage, reason, flow_run_id())
+
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    from mlflow import MlflowClient
+
+    MlflowClient(cfg.tracking_uri).log_batch(
+        logged.run_id, metrics=[_metric(f"stage_seconds.{k}", v) for k, v in timings.items()]
+    )
+    table_artifact([{"stage": k, "seconds": v} for k, v in timings.items()], "training-stage-timings",
+                   "Wall time of each training stage")
+    summary = {
+        "as_of": cutoff.isoformat(),
+        "model_name": cfg.registry.model_name,
+        "version": outcome["version"],
+        "champion": outcome["champion"],
+        "previous_champion": outcome["previous_champion"],
+        "gate": decision.verdict,
+        "gate_reasons": decision.reasons,
+        "holdout": decision.challenger,
+        "mlflow_run_id": logged.run_id,
+        "decision_record": str(decision_path),
+        "train_rows": len(train),
+        "holdout_rows": len(holdout),
+        "tuning_trials": tuning.n_trials,
+        "timings": timings,
+    }
+    print(f"gate {decision.verdict}: version {outcome['version']}, champion is v{outcome['champion']}")
+    return summary
+
+
+def _metric(key: str, value: float) -> Any:
+    import time
+
+    from mlflow.entities import Metric
+
+    return Metric(key, float(value), int(time.time() * 1000), 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m flows.training", description=training.__doc__)
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="config YAML (default: configs/default.yaml)")
+    p.add_argument("--as-of", default=None, help="train only on what was known then, e.g. 2013-06-01 (default: end of data)")
+    p.add_argument("--trials", type=int, default=None, help="override tuning.n_trials")
+    p.add_argument("--reason", choices=REASONS, default="manual", help="why this run happens (recorded on the model)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from flows.cli import run_flow
+
+    return run_flow(lambda: training(config=args.config, as_of=args.as_of, n_trials=args.trials, reason=args.reason),
+                    lambda s: json.dumps(s, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Feature stage: build the offline feature tables, apply the Feast repo, backfill the online store,
+and retrieve point-in-time correct training frames."""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NONE
+
+from evergreen import feature_store
+from evergreen.config import EvergreenConfig
+from evergreen.data import RawData
+from evergreen.features import build_feature_tables, entity_frame, write_feature_tables
+from tasks.common import table_artifact
+
+
+@task(name="build-feature-tables", cache_policy=NONE)
+def build_tables(cfg: EvergreenConfig, raw: RawData, flights: pd.DataFrame) -> dict[str, int]:
+    tables = build_feature_tables(flights, raw.weather, raw.planes)
+    paths = write_feature_tables(tables, cfg.features_dir)
+    rows = [
+        {"view": k, "rows": len(v), "from": str(v["event_timestamp"].min()), "to": str(v["event_timestamp"].max()),
+         "file": str(paths[k])}
+        for k, v in tables.items()
+    ]
+    table_artifact(rows, "feature-tables", "Offline feature tables written for Feast")
+    return {k: len(v) for k, v in tables.items()}
+
+
+@task(name="feast-apply", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def apply_repo(cfg: EvergreenConfig) -> list[str]:
+    return feature_store.apply_repo(cfg)
+
+
+@task(name="feast-materialize", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def materialize(cfg: EvergreenConfig, start: pd.Timestamp, end: pd.Timestamp) -> None:
+    feature_store.materialize(cfg, start, end)
+
+
+@task(name="retrieve-training-frame", cache_policy=NONE)
+def retrieve(cfg: EvergreenConfig, flights: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    entities = entity_frame(flights, start, end)
+    if entities.empty:
+        raise ValueError(
+            f"no flights with a prediction time in [{start}, {end}): as_of lies outside the data "
+            f"({flights['prediction_time'].min()} .. {flights['prediction_time'].max()})"
+        )
+    return feature_store.historical_features(cfg, entities)

@@ -1,0 +1,123 @@
+"""Tuning and training stage: Optuna search, final fit, and one MLflow run holding everything."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NONE
+
+from evergreen import tracking
+from evergreen.config import EvergreenConfig
+from evergreen.model import save_model_files
+from evergreen.training import TuningResult, Windows, fit_rows, train_final, tune
+from tasks.common import table_artifact
+
+
+@task(name="tune-hyperparameters", cache_policy=NONE)
+def tune_model(
+    cfg: EvergreenConfig, train: pd.DataFrame, columns: list[str], windows: Windows, study_name: str,
+    n_trials: int | None,
+) -> tuple[TuningResult, Any]:
+    result, study = tune(train, columns, cfg.tuning, windows.validation_start, cfg.optuna_storage, study_name, n_trials)
+    table_artifact(
+        [{"trial": h["number"], "state": h["state"], "valid_auc": h["value"]} for h in result.history],
+        "tuning-trials", f"Optuna study {study_name}: best valid AUC {result.best_value:.4f}",
+    )
+    return result, study
+
+
+@task(name="train-final-model", cache_policy=NONE)
+def train_model(
+    cfg: EvergreenConfig, train: pd.DataFrame, columns: list[str], tuning: TuningResult, windows: Windows
+) -> tuple[Any, dict[str, list[str]], dict[str, Any]]:
+    return train_final(train, columns, cfg.tuning, tuning, fit_rows(train, windows.validation_start))
+
+
+def _study_figures(study: Any) -> dict[str, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import warnings
+
+    from optuna.visualization import matplotlib as ovm
+
+    figs = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the matplotlib backend is flagged experimental
+        figs["optuna_history.png"] = ovm.plot_optimization_history(study).figure
+        complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+        if len(complete) >= 2:
+            figs["optuna_param_importances.png"] = ovm.plot_param_importances(study).figure
+    for f in figs.values():
+        f.set_size_inches(8, 5)
+        f.tight_layout()
+    return figs
+
+
+@dataclass
+class LoggedModel:
+    run_id: str
+    model_uri: str
+    holdout_scores: np.ndarray
+
+
+@task(name="log-training-run", cache_policy=NONE)
+def log_run(
+    cfg: EvergreenConfig,
+    *,
+    booster: Any,
+    categories: dict[str, list[str]],
+    final_params: dict[str, Any],
+    tuning: TuningResult,
+    study: Any,
+    columns: list[str],
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    windows: Windows,
+    tags: dict[str, str],
+    validation_reports: list[Path],
+) -> LoggedModel:
+    """One MLflow run: params, metrics, lineage tags, plots, reference profile and the model."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    from evergreen.features import to_model_frame
+
+    tracking.setup(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root)
+    train_scores = booster.predict(to_model_frame(train, columns, categories))
+    holdout_scores = np.asarray(booster.predict(to_model_frame(holdout, columns, categories)), dtype="float64")
+    with mlflow.start_run(run_name=f"train-{tags['evergreen.as_of'][:10]}") as run:
+        mlflow.set_tags(tags)
+        mlflow.log_params({**{f"lgb.{k}": v for k, v in final_params.items() if k != "metric"},
+                           "train_rows": len(train), "holdout_rows": len(holdout),
+                           "tuning.n_trials": tuning.n_trials, "tuning.study": tuning.study_name,
+                           **{f"window.{k}": v for k, v in windows.as_dict().items()}})
+        mlflow.log_metrics({"tuning.best_valid_auc": tuning.best_value, "tuning.pruned": tuning.n_pruned,
+                            "train.label_rate": float(train["delayed"].mean())})
+        for name, fig in _study_figures(study).items():
+            mlflow.log_figure(fig, f"tuning/{name}")
+            plt.close(fig)
+        mlflow.log_table(pd.DataFrame(tuning.history), "tuning/trials.json")
+        for report in validation_reports:
+            mlflow.log_artifact(str(report), "validation")
+        # Reference for drift checks: a fixed-seed sample of training features with scores, and a
+        # profile computed once here so later checks cost only the current window.
+        n = min(cfg.registry.reference_sample_rows, len(train))
+        idx = np.random.default_rng(0).choice(len(train), n, replace=False)
+        sample = train.iloc[np.sort(idx)][["event_timestamp", *columns, "delayed"]].copy()
+        sample["score"] = train_scores[np.sort(idx)]
+        with tempfile.TemporaryDirectory() as tmp:
+            ref = Path(tmp) / "reference_sample.parquet"
+            sample.to_parquet(ref, index=False)
+            mlflow.log_artifact(str(ref), "reference")
+            tracking.log_json(tracking.reference_profile(train, columns, train_scores), "reference/profile.json")
+            files = save_model_files(booster, columns, categories, Path(tmp) / "model_files")
+            example = holdout[columns].head(50)
+            model_uri = tracking.log_model(files, example, holdout_scores[:50], cfg.registry.model_name)
+    return LoggedModel(run.info.run_id, model_uri, holdout_scores)
