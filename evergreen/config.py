@@ -63,12 +63,13 @@ class GateConfig(_Strict):
     primary_metric: Literal["roc_auc"] = "roc_auc"
     floors: dict[Literal["roc_auc", "pr_auc", "log_loss", "brier"], float] = {
         "roc_auc": 0.65,
-        "pr_auc": 0.30,
-        "log_loss": 0.60,
-        "brier": 0.20,
+        "pr_auc": 0.25,
+        "log_loss": 0.65,
+        "brier": 0.24,
     }
-    # The lower bound of the paired-bootstrap CI of (challenger - champion) ROC AUC must reach this.
-    min_improvement: float = 0.0
+    # The lower bound of the paired-bootstrap CI of (challenger - champion) ROC AUC must reach this:
+    # a challenger that is not measurably better than the champion is not promoted.
+    min_improvement: float = 0.001
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     n_bootstrap: int = Field(500, ge=50)
     # Secondary metrics may not get worse than this (absolute change, in the metric's bad direction).

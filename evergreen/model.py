@@ -35,7 +35,8 @@ class FlightDelayModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         self.columns = meta["columns"]
         self.categories = meta["categories"]
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> np.ndarray:
+    # No type hints on purpose: MLflow would try to derive a schema from them.
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         missing = [c for c in self.columns if c not in frame.columns]
         if missing:

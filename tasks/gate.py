@@ -27,7 +27,9 @@ def score_champion(cfg: EvergreenConfig, holdout: pd.DataFrame) -> tuple[str | N
         return None, None
     mlflow.set_tracking_uri(cfg.tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}@{registry.CHAMPION}")
-    return version, np.asarray(model.predict(holdout), dtype="float64")
+    schema = model.metadata.get_input_schema()
+    inputs = holdout[schema.input_names()] if schema is not None else holdout
+    return version, np.asarray(model.predict(inputs), dtype="float64")
 
 
 def _markdown(d: GateDecision, version_hint: str) -> str:

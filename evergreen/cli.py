@@ -1,0 +1,62 @@
+"""``evergreen``: registry commands for operators (status, history, rollback, promote).
+
+    uv run evergreen status
+    uv run evergreen history
+    uv run evergreen rollback --reason "canary errors"
+    uv run evergreen promote --version 3 --reason "manual override"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from evergreen import registry
+from evergreen.config import ConfigError, load_config
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="evergreen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="show the aliases of the registered model")
+    sub.add_parser("history", help="show every recorded alias move")
+    rb = sub.add_parser("rollback", help="move champion back to previous_champion")
+    rb.add_argument("--reason", required=True)
+    pr = sub.add_parser("promote", help="make a version champion (the old one becomes previous_champion)")
+    pr.add_argument("--version", required=True)
+    pr.add_argument("--reason", required=True)
+    args = p.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        name = cfg.registry.model_name
+        c = registry.client(cfg.tracking_uri)
+        if args.command == "status":
+            al = registry.aliases(c, name)
+            if not al:
+                print(f"{name}: no aliases yet (run the training flow first)")
+            for alias, version in sorted(al.items()):
+                print(f"{alias:>18}  v{version}")
+        elif args.command == "history":
+            for m in registry.history(c, name):
+                print(f"{m.at}  {m.alias:<17} v{m.from_version or '-'} -> v{m.to_version or '-'}  by {m.actor}"
+                      f"{' (flow run ' + m.flow_run + ')' if m.flow_run else ''}: {m.reason}")
+        elif args.command == "rollback":
+            frm, to = registry.rollback(c, name, args.reason)
+            print(f"{name}: champion rolled back v{frm} -> v{to}")
+        elif args.command == "promote":
+            if args.version not in {str(v.version) for v in c.search_model_versions(f"name='{name}'")}:
+                raise registry.RegistryError(f"model '{name}' has no version {args.version}")
+            old = registry.promote(c, name, args.version, f"manual: {args.reason}", None)
+            print(f"{name}: champion v{old or '-'} -> v{args.version}")
+    except (ConfigError, registry.RegistryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

