@@ -11,7 +11,7 @@ from __future__ import annotations
 import getpass
 import json
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 CHAMPION = "champion"
@@ -92,7 +92,7 @@ def _move(c: Any, name: str, alias: str, to: str | None, reason: str, actor: str
         c.delete_registered_model_alias(name, alias)
     else:
         c.set_registered_model_alias(name, alias, to)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     _record(c, name, AliasMove(now, alias, before, to, reason, actor, flow_run))
 
 
@@ -155,5 +155,5 @@ def rollback(c: Any, name: str, reason: str, flow_run: str | None = None, actor:
     if earlier == target:
         earlier = None
     move_aliases(c, name, [(CHAMPION, target), (PREVIOUS, earlier)], f"rollback: {reason}", flow_run, actor)
-    c.set_model_version_tag(name, current, "evergreen.rolled_back", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    c.set_model_version_tag(name, current, "evergreen.rolled_back", datetime.now(UTC).isoformat(timespec="seconds"))
     return current, target

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
 from evergreen.config import EvergreenConfig
 from evergreen.data import RawData, load_raw, prepare_flights
-
-import pandas as pd
 
 
 @task(name="load-raw-data", cache_policy=NONE)

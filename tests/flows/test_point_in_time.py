@@ -63,15 +63,6 @@ def test_the_same_arrival_is_used_once_it_is_known(world):
     assert c["last_arr_delay"] == 300 and c["arrivals_24h"] == 2
 
 
-def test_every_feature_timestamp_precedes_its_prediction(world):
-    cfg, flights, out = world
-    hist = pd.read_parquet(feature_store.path_of(cfg, "aircraft_history"))
-    for fid, row in out.iterrows():
-        used = hist[(hist["tailnum"] == row["tailnum"]) & (hist["last_arr_delay"] == row["last_arr_delay"])]
-        if len(used):
-            assert (used["event_timestamp"] <= row["event_timestamp"]).any()
-
-
 def test_weather_respects_report_time_and_ttl(world):
     assert pd.isna(_row(world, 1)["temp"])    # predicted 04:00: no report yet
     assert _row(world, 2)["temp"] == 30.0     # predicted 08:00: the 07:00 report, complete at 08:00

@@ -1,0 +1,46 @@
+.DEFAULT_GOAL := help
+UV ?= uv
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+install: ## Create .venv from uv.lock (dev tools included)
+	$(UV) sync --frozen
+
+run: ## Main job on the embedded default: features -> Feast -> training (two as_of dates)
+	$(UV) run --frozen python -m flows.main
+
+features: ## Rebuild feature tables, feast apply, backfill the online store
+	$(UV) run --frozen python -m flows.features
+
+train: ## One training run; AS_OF=2013-06-01 TRIALS=20
+	$(UV) run --frozen python -m flows.training $(if $(AS_OF),--as-of $(AS_OF)) $(if $(TRIALS),--trials $(TRIALS))
+
+test: ## Run the test suite (what CI runs)
+	$(UV) run --frozen pytest
+
+lint: ## ruff lint + format check, mypy on the core
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy
+
+format: ## Format the code
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+mlflow-ui: ## MLflow UI on the embedded store (http://127.0.0.1:5000)
+	$(UV) run --frozen mlflow ui --backend-store-uri sqlite:///.evergreen/mlflow.db --host 127.0.0.1 --port 5000
+
+prefect-ui: ## Prefect server and UI (http://127.0.0.1:4200)
+	$(UV) run --frozen prefect server start --host 127.0.0.1
+
+status: ## Registry aliases; `make rollback REASON=...` to roll back
+	$(UV) run --frozen evergreen status
+
+rollback: ## Move champion back to previous_champion (REASON required)
+	$(UV) run --frozen evergreen rollback --reason "$(REASON)"
+
+clean: ## Remove the local state folder (.evergreen)
+	rm -rf .evergreen
+
+.PHONY: help install run features train test lint format mlflow-ui prefect-ui status rollback clean
