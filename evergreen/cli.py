@@ -1,9 +1,9 @@
 """``evergreen``: registry commands for operators (status, history, rollback, promote).
 
-    uv run evergreen status
-    uv run evergreen history
-    uv run evergreen rollback --reason "canary errors"
-    uv run evergreen promote --version 3 --reason "manual override"
+uv run evergreen status
+uv run evergreen history
+uv run evergreen rollback --reason "canary errors"
+uv run evergreen promote --version 3 --reason "manual override"
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.y
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="evergreen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="evergreen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="show the aliases of the registered model")
@@ -42,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{alias:>18}  v{version}")
         elif args.command == "history":
             for m in registry.history(c, name):
-                print(f"{m.at}  {m.alias:<17} v{m.from_version or '-'} -> v{m.to_version or '-'}  by {m.actor}"
-                      f"{' (flow run ' + m.flow_run + ')' if m.flow_run else ''}: {m.reason}")
+                print(
+                    f"{m.at}  {m.alias:<17} v{m.from_version or '-'} -> v{m.to_version or '-'}  by {m.actor}"
+                    f"{' (flow run ' + m.flow_run + ')' if m.flow_run else ''}: {m.reason}"
+                )
         elif args.command == "rollback":
             frm, to = registry.rollback(c, name, args.reason)
             print(f"{name}: champion rolled back v{frm} -> v{to}")

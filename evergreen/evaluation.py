@@ -95,6 +95,16 @@ def slice_aucs(
             supported = bool(m.sum() >= min_support and 0 < ys.sum() < len(ys))
             new = float(roc_auc_score(ys, p_new[m])) if supported else float("nan")
             old = float(roc_auc_score(ys, p_old[m])) if supported and p_old is not None else float("nan")
-            rows.append({"slice": column, "value": value, "rows": int(m.sum()), "positives": int(ys.sum()),
-                         "supported": supported, "challenger_auc": new, "champion_auc": old, "delta": new - old})
+            rows.append(
+                {
+                    "slice": column,
+                    "value": value,
+                    "rows": int(m.sum()),
+                    "positives": int(ys.sum()),
+                    "supported": supported,
+                    "challenger_auc": new,
+                    "champion_auc": old,
+                    "delta": new - old,
+                }
+            )
     return pd.DataFrame(rows)

@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,8 @@ DEFINITIONS_FILE = "feature_definitions.py"
 def _quiet_feast() -> None:
     for name in ("feast", "feast.infra", "feast.feature_store"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # ibis (under Feast's duckdb store) calls a duckdb method that duckdb 1.5 deprecates.
+    warnings.filterwarnings("ignore", message="fetch_arrow_table", category=DeprecationWarning)
 
 
 def load_definitions(cfg: EvergreenConfig) -> ModuleType:

@@ -13,8 +13,19 @@ import pandas as pd
 # Request-time fields: known when the flight is scheduled, sent with every prediction request.
 REQUEST_FEATURES = ["carrier", "origin", "dest", "distance", "dep_hour", "day_of_week", "month"]
 CATEGORICAL = ["carrier", "origin", "dest", "plane_type", "plane_engine"]
-ENTITY_COLUMNS = ["flight_id", "tailnum", "origin", "carrier", "route", "dest", "distance", "dep_hour",
-                  "day_of_week", "month", "prediction_time"]
+ENTITY_COLUMNS = [
+    "flight_id",
+    "tailnum",
+    "origin",
+    "carrier",
+    "route",
+    "dest",
+    "distance",
+    "dep_hour",
+    "day_of_week",
+    "month",
+    "prediction_time",
+]
 WEATHER_COLUMNS = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 STATIC_PLANE_TIME = pd.Timestamp("2000-01-01", tz="UTC")
 WEATHER_REPORT_DELAY = pd.Timedelta(hours=1)  # hour h's observation is complete at h + 1 h
@@ -93,7 +104,9 @@ def build_route_stats(flights: pd.DataFrame, computed_at: pd.Timestamp) -> pd.Da
 def build_planes(planes: pd.DataFrame, computed_at: pd.Timestamp) -> pd.DataFrame:
     p = planes[["tailnum", "year", "type", "engines", "seats", "engine"]].copy()
     p.columns = ["tailnum", "plane_year", "plane_type", "plane_engines", "plane_seats", "plane_engine"]
-    p[["plane_year", "plane_engines", "plane_seats"]] = p[["plane_year", "plane_engines", "plane_seats"]].astype("float64")
+    p[["plane_year", "plane_engines", "plane_seats"]] = p[["plane_year", "plane_engines", "plane_seats"]].astype(
+        "float64"
+    )
     p[["plane_type", "plane_engine"]] = p[["plane_type", "plane_engine"]].astype(str)
     p["event_timestamp"] = STATIC_PLANE_TIME  # static attributes, known before any flight
     return _created(p.drop_duplicates("tailnum", keep="last").reset_index(drop=True), computed_at)
@@ -152,11 +165,7 @@ def to_model_frame(frame: pd.DataFrame, columns: list[str], categories: dict[str
 
 
 def learn_categories(frame: pd.DataFrame, columns: list[str]) -> dict[str, list[str]]:
-    return {
-        c: sorted(frame[c].dropna().astype(str).unique().tolist())
-        for c in columns
-        if c in CATEGORICAL
-    }
+    return {c: sorted(frame[c].dropna().astype(str).unique().tolist()) for c in columns if c in CATEGORICAL}
 
 
 __all__ = [

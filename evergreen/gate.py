@@ -57,7 +57,9 @@ class GateDecision:
         return d
 
     def summary(self) -> str:
-        return f"gate {self.verdict.upper()}: " + "; ".join(c.detail for c in self.checks if not c.passed or self.passed)
+        return f"gate {self.verdict.upper()}: " + "; ".join(
+            c.detail for c in self.checks if not c.passed or self.passed
+        )
 
 
 def _floor_checks(m: dict[str, float], cfg: GateConfig) -> list[Check]:
@@ -86,40 +88,62 @@ def decide(
         promote = cfg.cold_start == "promote"
         checks.append(Check("cold-start", promote, f"no champion yet; cold_start={cfg.cold_start}"))
         table = slice_aucs(holdout, y, p_new, None, cfg.slices, cfg.slice_min_support)
-        return GateDecision(all(c.passed for c in checks), True, m_new, None, None, None, checks,
-                            table.to_dict("records"), len(y))
+        return GateDecision(
+            all(c.passed for c in checks), True, m_new, None, None, None, checks, table.to_dict("records"), len(y)
+        )
     m_old = metrics(y, p_old)
     boot = paired_bootstrap_auc_diff(y, p_new, p_old, cfg.n_bootstrap, cfg.confidence, cfg.seed)
-    checks.append(Check(
-        "improvement:roc_auc",
-        boot.lower >= cfg.min_improvement,
-        f"AUC gain {m_new['roc_auc'] - m_old['roc_auc']:+.4f}, {cfg.confidence:.0%} CI "
-        f"[{boot.lower:+.4f}, {boot.upper:+.4f}] lower bound vs required {cfg.min_improvement:+.4f}",
-    ))
+    checks.append(
+        Check(
+            "improvement:roc_auc",
+            boot.lower >= cfg.min_improvement,
+            f"AUC gain {m_new['roc_auc'] - m_old['roc_auc']:+.4f}, {cfg.confidence:.0%} CI "
+            f"[{boot.lower:+.4f}, {boot.upper:+.4f}] lower bound vs required {cfg.min_improvement:+.4f}",
+        )
+    )
     for name, tol in cfg.max_secondary_regression.items():
         worse = (m_old[name] - m_new[name]) if HIGHER_IS_BETTER[name] else (m_new[name] - m_old[name])
-        checks.append(Check(f"no-regression:{name}", worse <= tol,
-                            f"{name} {m_old[name]:.4f} -> {m_new[name]:.4f} (worse by {worse:+.4f}, tolerance {tol})"))
+        checks.append(
+            Check(
+                f"no-regression:{name}",
+                worse <= tol,
+                f"{name} {m_old[name]:.4f} -> {m_new[name]:.4f} (worse by {worse:+.4f}, tolerance {tol})",
+            )
+        )
     table = slice_aucs(holdout, y, p_new, p_old, cfg.slices, cfg.slice_min_support)
     supported = table[table["supported"]]
     regressed = supported[supported["delta"] < -cfg.max_slice_regression]
     worst = supported.nsmallest(1, "delta")
-    worst_txt = (f"worst {worst.iloc[0]['slice']}={worst.iloc[0]['value']} {worst.iloc[0]['delta']:+.4f}"
-                 if len(worst) else "no supported slice")
-    checks.append(Check(
-        "no-regression:slices",
-        regressed.empty,
-        f"{len(regressed)} of {len(supported)} supported slices lose > {cfg.max_slice_regression} AUC ({worst_txt})"
-        + ("" if regressed.empty else ": " + ", ".join(f"{r.slice}={r.value} {r.delta:+.4f}" for r in regressed.itertuples())),
-    ))
+    worst_txt = (
+        f"worst {worst.iloc[0]['slice']}={worst.iloc[0]['value']} {worst.iloc[0]['delta']:+.4f}"
+        if len(worst)
+        else "no supported slice"
+    )
+    checks.append(
+        Check(
+            "no-regression:slices",
+            regressed.empty,
+            f"{len(regressed)} of {len(supported)} supported slices lose > {cfg.max_slice_regression} AUC ({worst_txt})"
+            + (
+                ""
+                if regressed.empty
+                else ": " + ", ".join(f"{r.slice}={r.value} {r.delta:+.4f}" for r in regressed.itertuples())
+            ),
+        )
+    )
     return GateDecision(
         passed=all(c.passed for c in checks),
         cold_start=False,
         challenger=m_new,
         champion=m_old,
         champion_version=champion_version,
-        auc_diff={"mean": boot.mean, "lower": boot.lower, "upper": boot.upper, "confidence": boot.confidence,
-                  "n_bootstrap": boot.n_bootstrap},
+        auc_diff={
+            "mean": boot.mean,
+            "lower": boot.lower,
+            "upper": boot.upper,
+            "confidence": boot.confidence,
+            "n_bootstrap": boot.n_bootstrap,
+        },
         checks=checks,
         slices=table.to_dict("records"),
         holdout_rows=len(y),

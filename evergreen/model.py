@@ -21,7 +21,7 @@ BOOSTER_FILE = "booster.txt"
 META_FILE = "model_meta.json"
 
 
-class FlightDelayModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class FlightDelayModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
     def __init__(self) -> None:
         self.booster: Any = None
         self.columns: list[str] = []
@@ -45,7 +45,9 @@ class FlightDelayModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         return np.asarray(self.booster.predict(x), dtype="float64")
 
 
-def save_model_files(booster: Any, columns: list[str], categories: dict[str, list[str]], folder: Path) -> dict[str, str]:
+def save_model_files(
+    booster: Any, columns: list[str], categories: dict[str, list[str]], folder: Path
+) -> dict[str, str]:
     """Write the booster and its metadata; returns the MLflow ``artifacts`` mapping."""
     folder.mkdir(parents=True, exist_ok=True)
     booster_path = folder / BOOSTER_FILE

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -37,8 +39,13 @@ def git_sha() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
         sha = out.stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -62,7 +69,9 @@ def reference_profile(frame: pd.DataFrame, columns: list[str], scores: np.ndarra
     profile: dict[str, Any] = {"rows": int(len(frame)), "features": {}}
     for col in [*columns, "__score__"]:
         s = pd.Series(scores, name=col) if col == "__score__" else frame[col]
-        if col != "__score__" and (s.dtype == object or isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s)):
+        if col != "__score__" and (
+            s.dtype == object or isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s)
+        ):
             shares = s.astype(str).value_counts(normalize=True)
             profile["features"][col] = {"kind": "categorical", "shares": {str(k): float(v) for k, v in shares.items()}}
             continue
@@ -71,7 +80,9 @@ def reference_profile(frame: pd.DataFrame, columns: list[str], scores: np.ndarra
         edges = np.unique(np.quantile(valid, np.linspace(0, 1, bins + 1))) if len(valid) else np.array([])
         counts = np.histogram(valid, bins=edges)[0] if len(edges) > 1 else np.array([len(valid)])
         profile["features"][col] = {
-            "kind": "numeric", "edges": edges.tolist(), "shares": (counts / max(len(valid), 1)).tolist(),
+            "kind": "numeric",
+            "edges": edges.tolist(),
+            "shares": (counts / max(len(valid), 1)).tolist(),
             "null_share": float(np.isnan(x).mean()) if len(x) else 0.0,
             "mean": float(valid.mean()) if len(valid) else None,
         }
@@ -84,9 +95,7 @@ def log_json(obj: Any, artifact_file: str) -> None:
     mlflow.log_dict(json.loads(json.dumps(obj, default=str)), artifact_file)
 
 
-def log_model(
-    artifacts: dict[str, str], example: pd.DataFrame, predictions: np.ndarray, model_name: str
-) -> str:
+def log_model(artifacts: dict[str, str], example: pd.DataFrame, predictions: np.ndarray, model_name: str) -> str:
     """Log the pyfunc model with signature and explicit requirements; returns its model URI."""
     import mlflow
     from mlflow.models import infer_signature
@@ -94,13 +103,19 @@ def log_model(
     from evergreen.model import FlightDelayModel
 
     signature = infer_signature(example, predictions)
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=FlightDelayModel(),
-        artifacts=artifacts,
-        signature=signature,
-        input_example=None,
-        pip_requirements=pip_requirements(),
-        code_paths=[str(ROOT / "evergreen")],
-    )
+    # The signature is given explicitly, and the class is ours: the advice MLflow logs for anonymous
+    # models (add an input example, beware of pickled objects) does not apply.
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+    logging.getLogger("mlflow.utils.uv_utils").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=FlightDelayModel(),
+            artifacts=artifacts,
+            signature=signature,
+            pip_requirements=pip_requirements(),
+            code_paths=[str(ROOT / "evergreen")],
+        )
     return str(info.model_uri)

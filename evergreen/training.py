@@ -120,15 +120,22 @@ def tune(
     categories = learn_categories(fit, columns)
     params0 = base_params(cfg)
     # Built once and shared by every trial: binning does not depend on the searched parameters.
-    dfit = lgb.Dataset(to_model_frame(fit, columns, categories), fit[LABEL], free_raw_data=False,
-                       params={"feature_pre_filter": False, "verbosity": -1})
-    dvalid = lgb.Dataset(to_model_frame(valid, columns, categories), valid[LABEL], reference=dfit,
-                         free_raw_data=False)
+    dfit = lgb.Dataset(
+        to_model_frame(fit, columns, categories),
+        fit[LABEL],
+        free_raw_data=False,
+        params={"feature_pre_filter": False, "verbosity": -1},
+    )
+    dvalid = lgb.Dataset(to_model_frame(valid, columns, categories), valid[LABEL], reference=dfit, free_raw_data=False)
 
     def objective(trial: Any) -> float:
         params = {**params0, **_suggest(trial)}
         booster = lgb.train(
-            params, dfit, num_boost_round=cfg.max_boost_rounds, valid_sets=[dvalid], valid_names=["valid"],
+            params,
+            dfit,
+            num_boost_round=cfg.max_boost_rounds,
+            valid_sets=[dvalid],
+            valid_names=["valid"],
             callbacks=[
                 lgb.early_stopping(cfg.early_stopping_rounds, verbose=False),
                 LightGBMPruningCallback(trial, "auc", valid_name="valid", report_interval=cfg.report_interval),
@@ -155,13 +162,11 @@ def tune(
     if not complete:
         raise RuntimeError(f"Optuna study '{study_name}' has no completed trial; raise tuning.timeout_seconds")
     best = study.best_trial
-    history = [
-        {"number": t.number, "state": t.state.name, "value": t.value, **t.params} for t in study.trials
-    ]
+    history = [{"number": t.number, "state": t.state.name, "value": t.value, **t.params} for t in study.trials]
     result = TuningResult(
         best_params={**best.params, "bagging_freq": 1},
         best_iteration=int(best.user_attrs.get("best_iteration", 100)),
-        best_value=float(best.value),
+        best_value=float(best.value or 0.0),
         n_trials=len(study.trials),
         n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
         study_name=study_name,
@@ -183,7 +188,9 @@ def train_final(
     categories = learn_categories(train, columns)
     params = {**base_params(cfg), **tuning.best_params}
     rounds = max(10, int(round(tuning.best_iteration * len(train) / max(fit_rows, 1))))
-    data = lgb.Dataset(to_model_frame(train, columns, categories), train[LABEL], params={"feature_pre_filter": False, "verbosity": -1})
+    data = lgb.Dataset(
+        to_model_frame(train, columns, categories), train[LABEL], params={"feature_pre_filter": False, "verbosity": -1}
+    )
     booster = lgb.train(params, data, num_boost_round=rounds)
     return booster, categories, {**params, "num_boost_round": rounds}
 

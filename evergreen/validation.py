@@ -28,7 +28,9 @@ class Failure:
 
     def line(self) -> str:
         where = f"column '{self.column}'" if self.column else "table"
-        count = f", {self.unexpected_count} unexpected ({self.unexpected_percent:.2f}%)" if self.unexpected_count else ""
+        count = (
+            f", {self.unexpected_count} unexpected ({self.unexpected_percent:.2f}%)" if self.unexpected_count else ""
+        )
         obs = f", observed {self.observed!r}" if self.observed is not None and not self.unexpected_count else ""
         return f"{self.expectation} on {where}{count}{obs}"
 
@@ -43,7 +45,9 @@ class SuiteResult:
     report_path: Path | None = None
 
     def summary(self) -> str:
-        head = f"suite '{self.suite}' on {self.rows} rows: {self.evaluated - len(self.failures)}/{self.evaluated} passed"
+        head = (
+            f"suite '{self.suite}' on {self.rows} rows: {self.evaluated - len(self.failures)}/{self.evaluated} passed"
+        )
         return "\n".join([head, *(f"  - {f.line()}" for f in self.failures)])
 
 
@@ -58,7 +62,9 @@ class ValidationFailed(RuntimeError):
             lines.append(r.summary())
             if r.report_path:
                 lines.append(f"  full result: {r.report_path}")
-        lines.append("Fix the batch (or, if the data is right and the contract wrong, the suite in configs/expectations/).")
+        lines.append(
+            "Fix the batch (or, if the data is right and the contract wrong, the suite in configs/expectations/)."
+        )
         super().__init__("\n".join(lines))
 
 
@@ -91,7 +97,9 @@ def validate_frames(
     import great_expectations as gx
 
     context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     source = context.data_sources.add_pandas("evergreen")
     report_dir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -103,11 +111,9 @@ def validate_frames(
         # Timestamps with time zones confuse some GX metrics; the contracts check them for nulls only.
         result = vd.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
         path = report_dir / f"{name}.json"
-        path.write_text(json.dumps(result.to_json_dict(), indent=1, default=str))
+        path.write_text(json.dumps(result.to_json_dict(), indent=1, default=str))  # type: ignore[no-untyped-call]
         failures = [_failure(r) for r in result.results if not r.success]
-        results.append(
-            SuiteResult(name, bool(result.success), len(result.results), len(frame), failures, path)
-        )
+        results.append(SuiteResult(name, bool(result.success), len(result.results), len(frame), failures, path))
     return results
 
 

@@ -55,9 +55,14 @@ aircraft_history = FeatureView(
     schema=[
         Field(name=c, dtype=Float64)
         for c in (
-            "arrivals_24h", "mean_arr_delay_24h", "delayed_share_24h",
-            "arrivals_7d", "mean_arr_delay_7d", "delayed_share_7d",
-            "last_arr_delay", "last_dep_delay",
+            "arrivals_24h",
+            "mean_arr_delay_24h",
+            "delayed_share_24h",
+            "arrivals_7d",
+            "mean_arr_delay_7d",
+            "delayed_share_7d",
+            "last_arr_delay",
+            "last_dep_delay",
         )
     ],
     source=_source("aircraft_history"),

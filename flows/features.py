@@ -33,8 +33,11 @@ def features(config: str = DEFAULT_CONFIG, materialize_online: bool = True) -> d
     with stage(timings, "load"):
         raw = load_raw_data(cfg)
     with stage(timings, "validate_raw"):
-        validate_batch({"flights": raw.flights, "weather": raw.weather, "planes": raw.planes},
-                       cfg.reports_dir / "validation" / (flow_run_id() or "local"), "Raw data (features flow)")
+        validate_batch(
+            {"flights": raw.flights, "weather": raw.weather, "planes": raw.planes},
+            cfg.reports_dir / "validation" / (flow_run_id() or "local"),
+            "Raw data (features flow)",
+        )
     with stage(timings, "build"):
         flights = prepare(cfg, raw)
         rows = build_tables(cfg, raw, flights)
@@ -46,8 +49,11 @@ def features(config: str = DEFAULT_CONFIG, materialize_online: bool = True) -> d
             start = pd.Timestamp("1999-12-31", tz="UTC")
             end = flights["known_at"].max().ceil("D") + pd.Timedelta(days=1)
             materialize(cfg, start, end)
-    table_artifact([{"stage": k, "seconds": v} for k, v in timings.items()], "features-stage-timings",
-                   "Wall time of each features stage")
+    table_artifact(
+        [{"stage": k, "seconds": v} for k, v in timings.items()],
+        "features-stage-timings",
+        "Wall time of each features stage",
+    )
     print(f"features ready: {rows} -> views {views}")
     return {"rows": rows, "views": views, "feature_dir": str(cfg.features_dir), "timings": timings}
 
@@ -59,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from flows.cli import run_flow
 
-    return run_flow(lambda: features(config=args.config, materialize_online=not args.no_materialize),
-                    lambda s: json.dumps(s, indent=1, default=str))
+    return run_flow(
+        lambda: features(config=args.config, materialize_online=not args.no_materialize),
+        lambda s: json.dumps(s, indent=1, default=str),
+    )
 
 
 if __name__ == "__main__":

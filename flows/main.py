@@ -22,8 +22,10 @@ def report(cfg_path: str, runs: list[dict[str, Any]]) -> str:
     last = runs[-1]
     lines = ["", "=" * 78, "Evergreen: main job finished", "=" * 78]
     for r in runs:
-        lines.append(f"as_of {r['as_of'][:10]}: version {r['version']} gate {r['gate'].upper()} "
-                     f"(holdout ROC AUC {r['holdout']['roc_auc']:.4f}, {r['train_rows']} training rows)")
+        lines.append(
+            f"as_of {r['as_of'][:10]}: version {r['version']} gate {r['gate'].upper()} "
+            f"(holdout ROC AUC {r['holdout']['roc_auc']:.4f}, {r['train_rows']} training rows)"
+        )
         lines += [f"    {reason}" for reason in r["gate_reasons"]]
     lines += [
         "",
@@ -41,18 +43,23 @@ def report(cfg_path: str, runs: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flows.main", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m flows.main", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("--as-of", action="append", default=None, help=f"repeatable (default: {' and '.join(DEFAULT_AS_OF)})")
+    p.add_argument(
+        "--as-of", action="append", default=None, help=f"repeatable (default: {' and '.join(DEFAULT_AS_OF)})"
+    )
     p.add_argument("--trials", type=int, default=None, help="override tuning.n_trials")
     args = p.parse_args(argv)
     from flows.cli import run_flow
 
     def job() -> list[dict[str, Any]]:
         features(config=args.config)
-        return [training(config=args.config, as_of=a, n_trials=args.trials, reason="manual")
-                for a in (args.as_of or DEFAULT_AS_OF)]
+        return [
+            training(config=args.config, as_of=a, n_trials=args.trials, reason="manual")
+            for a in (args.as_of or DEFAULT_AS_OF)
+        ]
 
     return run_flow(job, lambda runs: report(args.config, runs))
 

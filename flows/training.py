@@ -67,9 +67,13 @@ def training(
         wt = pd.to_datetime(raw.weather["time_hour"], utc=True)
         report_dir = cfg.reports_dir / "validation" / run_dir_key
         raw_results = validate_batch(
-            {"flights": raw.flights[in_batch.to_numpy()], "weather": raw.weather[((wt >= lo) & (wt < hi)).to_numpy()],
-             "planes": raw.planes},
-            report_dir, f"Raw batch {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}",
+            {
+                "flights": raw.flights[in_batch.to_numpy()],
+                "weather": raw.weather[((wt >= lo) & (wt < hi)).to_numpy()],
+                "planes": raw.planes,
+            },
+            report_dir,
+            f"Raw batch {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}",
         )
 
     # ── 2. Retrieve (point-in-time, through Feast) ─────────────────────────────────────────────
@@ -81,8 +85,9 @@ def training(
         columns = model_columns(feature_names(cfg))
         train, holdout = split_frame(frame, windows)
     with stage(timings, "validate_frame"):
-        frame_results = validate_batch({"training_frame": pd.concat([train, holdout])}, report_dir,
-                                       "Assembled training frame")
+        frame_results = validate_batch(
+            {"training_frame": pd.concat([train, holdout])}, report_dir, "Assembled training frame"
+        )
     logger.info("training rows %d, holdout rows %d, %d features", len(train), len(holdout), len(columns))
 
     # ── 3. Tune ─────────────────────────────────────────────────────────────────────────────────
@@ -110,8 +115,17 @@ def training(
     }
     with stage(timings, "log_model"):
         logged = log_run(
-            cfg, booster=booster, categories=categories, final_params=final_params, tuning=tuning, study=study,
-            columns=columns, train=train, holdout=holdout, windows=windows, tags=lineage,
+            cfg,
+            booster=booster,
+            categories=categories,
+            final_params=final_params,
+            tuning=tuning,
+            study=study,
+            columns=columns,
+            train=train,
+            holdout=holdout,
+            windows=windows,
+            tags=lineage,
             validation_reports=[r.report_path for r in [*raw_results, *frame_results] if r.report_path],
         )
 
@@ -119,7 +133,12 @@ def training(
     with stage(timings, "gate"):
         champion_version, champion_scores = score_champion(cfg, holdout)
         decision, decision_path = run_gate(
-            cfg, holdout, logged.holdout_scores, champion_version, champion_scores, logged.run_id,
+            cfg,
+            holdout,
+            logged.holdout_scores,
+            champion_version,
+            champion_scores,
+            logged.run_id,
             {"start": windows.holdout_start.isoformat(), "end": windows.end.isoformat()},
         )
 
@@ -135,8 +154,11 @@ def training(
     MlflowClient(cfg.tracking_uri).log_batch(
         logged.run_id, metrics=[_metric(f"stage_seconds.{k}", v) for k, v in timings.items()]
     )
-    table_artifact([{"stage": k, "seconds": v} for k, v in timings.items()], "training-stage-timings",
-                   "Wall time of each training stage")
+    table_artifact(
+        [{"stage": k, "seconds": v} for k, v in timings.items()],
+        "training-stage-timings",
+        "Wall time of each training stage",
+    )
     summary = {
         "as_of": cutoff.isoformat(),
         "model_name": cfg.registry.model_name,
@@ -168,7 +190,9 @@ def _metric(key: str, value: float) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m flows.training", description=training.__doc__)
     p.add_argument("--config", default=DEFAULT_CONFIG, help="config YAML (default: configs/default.yaml)")
-    p.add_argument("--as-of", default=None, help="train only on what was known then, e.g. 2013-06-01 (default: end of data)")
+    p.add_argument(
+        "--as-of", default=None, help="train only on what was known then, e.g. 2013-06-01 (default: end of data)"
+    )
     p.add_argument("--trials", type=int, default=None, help="override tuning.n_trials")
     p.add_argument("--reason", choices=REASONS, default="manual", help="why this run happens (recorded on the model)")
     return p
@@ -178,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from flows.cli import run_flow
 
-    return run_flow(lambda: training(config=args.config, as_of=args.as_of, n_trials=args.trials, reason=args.reason),
-                    lambda s: json.dumps(s, indent=1, default=str))
+    return run_flow(
+        lambda: training(config=args.config, as_of=args.as_of, n_trials=args.trials, reason=args.reason),
+        lambda s: json.dumps(s, indent=1, default=str),
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,13 @@ def build_tables(cfg: EvergreenConfig, raw: RawData, flights: pd.DataFrame) -> d
     tables = build_feature_tables(flights, raw.weather, raw.planes)
     paths = write_feature_tables(tables, cfg.features_dir)
     rows = [
-        {"view": k, "rows": len(v), "from": str(v["event_timestamp"].min()), "to": str(v["event_timestamp"].max()),
-         "file": str(paths[k])}
+        {
+            "view": k,
+            "rows": len(v),
+            "from": str(v["event_timestamp"].min()),
+            "to": str(v["event_timestamp"].max()),
+            "file": str(paths[k]),
+        }
         for k, v in tables.items()
     ]
     table_artifact(rows, "feature-tables", "Offline feature tables written for Feast")

@@ -42,16 +42,24 @@ def _markdown(d: GateDecision, version_hint: str) -> str:
         lines.append(f"| {k} | {v:.4f} | {old} |")
     if d.auc_diff:
         a = d.auc_diff
-        lines += ["", f"ROC AUC gain {a['mean']:+.4f}, {a['confidence']:.0%} paired-bootstrap CI "
-                  f"[{a['lower']:+.4f}, {a['upper']:+.4f}] over {a['n_bootstrap']} resamples."]
+        lines += [
+            "",
+            f"ROC AUC gain {a['mean']:+.4f}, {a['confidence']:.0%} paired-bootstrap CI "
+            f"[{a['lower']:+.4f}, {a['upper']:+.4f}] over {a['n_bootstrap']} resamples.",
+        ]
     lines += ["", "## Rules", ""] + [f"- {r}" for r in d.reasons]
     return "\n".join(lines)
 
 
 @task(name="gate-challenger", cache_policy=NONE)
 def run_gate(
-    cfg: EvergreenConfig, holdout: pd.DataFrame, challenger_scores: np.ndarray,
-    champion_version: str | None, champion_scores: np.ndarray | None, run_id: str, windows: dict[str, str],
+    cfg: EvergreenConfig,
+    holdout: pd.DataFrame,
+    challenger_scores: np.ndarray,
+    champion_version: str | None,
+    champion_scores: np.ndarray | None,
+    run_id: str,
+    windows: dict[str, str],
 ) -> tuple[GateDecision, Path]:
     y = holdout["delayed"].to_numpy()
     d = decide(holdout, y, challenger_scores, champion_scores, cfg.gate, champion_version)
@@ -66,9 +74,20 @@ def run_gate(
     hint = f"champion v{champion_version}" if champion_version else "cold start"
     markdown_artifact(_markdown(d, hint), "gate-decision", f"Gate {d.verdict}: challenger vs {hint}")
     table_artifact(
-        [{"slice": s["slice"], "value": s["value"], "rows": s["rows"], "challenger_auc": s["challenger_auc"],
-          "champion_auc": s["champion_auc"], "delta": s["delta"]} for s in d.slices if s["supported"]],
-        "gate-slices", "Per-slice ROC AUC on the holdout",
+        [
+            {
+                "slice": s["slice"],
+                "value": s["value"],
+                "rows": s["rows"],
+                "challenger_auc": s["challenger_auc"],
+                "champion_auc": s["champion_auc"],
+                "delta": s["delta"],
+            }
+            for s in d.slices
+            if s["supported"]
+        ],
+        "gate-slices",
+        "Per-slice ROC AUC on the holdout",
     )
     return d, path
 

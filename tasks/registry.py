@@ -12,8 +12,13 @@ from evergreen.gate import GateDecision
 
 @task(name="register-and-promote", cache_policy=NONE, retries=0)
 def register_and_promote(
-    cfg: EvergreenConfig, model_uri: str, run_id: str, decision: GateDecision, lineage: dict[str, str],
-    reason: str, flow_run: str | None,
+    cfg: EvergreenConfig,
+    model_uri: str,
+    run_id: str,
+    decision: GateDecision,
+    lineage: dict[str, str],
+    reason: str,
+    flow_run: str | None,
 ) -> dict[str, str | None]:
     """Create the version with its gate tags, point ``challenger`` at it and, on pass, ``champion``.
 
@@ -40,4 +45,8 @@ def register_and_promote(
             moves.append((registry.PREVIOUS, old))
         moves.append((registry.CHAMPION, version))
     registry.move_aliases(c, name, moves, why, flow_run)
-    return {"version": version, "champion": registry.alias_version(c, name, registry.CHAMPION), "previous_champion": old}
+    return {
+        "version": version,
+        "champion": registry.alias_version(c, name, registry.CHAMPION),
+        "previous_champion": old,
+    }

@@ -21,13 +21,18 @@ from tasks.common import table_artifact
 
 @task(name="tune-hyperparameters", cache_policy=NONE)
 def tune_model(
-    cfg: EvergreenConfig, train: pd.DataFrame, columns: list[str], windows: Windows, study_name: str,
+    cfg: EvergreenConfig,
+    train: pd.DataFrame,
+    columns: list[str],
+    windows: Windows,
+    study_name: str,
     n_trials: int | None,
 ) -> tuple[TuningResult, Any]:
     result, study = tune(train, columns, cfg.tuning, windows.validation_start, cfg.optuna_storage, study_name, n_trials)
     table_artifact(
         [{"trial": h["number"], "state": h["state"], "valid_auc": h["value"]} for h in result.history],
-        "tuning-trials", f"Optuna study {study_name}: best valid AUC {result.best_value:.4f}",
+        "tuning-trials",
+        f"Optuna study {study_name}: best valid AUC {result.best_value:.4f}",
     )
     return result, study
 
@@ -94,12 +99,23 @@ def log_run(
     holdout_scores = np.asarray(booster.predict(to_model_frame(holdout, columns, categories)), dtype="float64")
     with mlflow.start_run(run_name=f"train-{tags['evergreen.as_of'][:10]}") as run:
         mlflow.set_tags(tags)
-        mlflow.log_params({**{f"lgb.{k}": v for k, v in final_params.items() if k != "metric"},
-                           "train_rows": len(train), "holdout_rows": len(holdout),
-                           "tuning.n_trials": tuning.n_trials, "tuning.study": tuning.study_name,
-                           **{f"window.{k}": v for k, v in windows.as_dict().items()}})
-        mlflow.log_metrics({"tuning.best_valid_auc": tuning.best_value, "tuning.pruned": tuning.n_pruned,
-                            "train.label_rate": float(train["delayed"].mean())})
+        mlflow.log_params(
+            {
+                **{f"lgb.{k}": v for k, v in final_params.items() if k != "metric"},
+                "train_rows": len(train),
+                "holdout_rows": len(holdout),
+                "tuning.n_trials": tuning.n_trials,
+                "tuning.study": tuning.study_name,
+                **{f"window.{k}": v for k, v in windows.as_dict().items()},
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "tuning.best_valid_auc": tuning.best_value,
+                "tuning.pruned": tuning.n_pruned,
+                "train.label_rate": float(train["delayed"].mean()),
+            }
+        )
         for name, fig in _study_figures(study).items():
             mlflow.log_figure(fig, f"tuning/{name}")
             plt.close(fig)

@@ -15,15 +15,25 @@ from tasks.common import markdown_artifact
 def _markdown(results: list[SuiteResult], title: str) -> str:
     lines = [f"# {title}", "", "| suite | rows | passed | result |", "|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.suite} | {r.rows} | {r.evaluated - len(r.failures)}/{r.evaluated} | "
-                     f"{'pass' if r.success else '**FAIL**'} |")
+        lines.append(
+            f"| {r.suite} | {r.rows} | {r.evaluated - len(r.failures)}/{r.evaluated} | "
+            f"{'pass' if r.success else '**FAIL**'} |"
+        )
     failed = [f for r in results for f in r.failures]
     if failed:
-        lines += ["", "## Failed expectations", "", "| suite | expectation | column | unexpected | why |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Failed expectations",
+            "",
+            "| suite | expectation | column | unexpected | why |",
+            "|---|---|---|---|---|",
+        ]
         for r in results:
             for f in r.failures:
-                lines.append(f"| {r.suite} | {f.expectation} | {f.column or '-'} | "
-                             f"{f.unexpected_count if f.unexpected_count is not None else f.observed} | {f.why or ''} |")
+                lines.append(
+                    f"| {r.suite} | {f.expectation} | {f.column or '-'} | "
+                    f"{f.unexpected_count if f.unexpected_count is not None else f.observed} | {f.why or ''} |"
+                )
     lines += ["", "Full results: " + ", ".join(f"`{r.report_path}`" for r in results)]
     return "\n".join(lines)
 

@@ -13,34 +13,74 @@ from tests.conftest import write_config
 
 def _flight(n, tail, sched_utc, dep_delay, air_time, arr_delay, carrier="UA"):
     t = pd.Timestamp(sched_utc)
-    return {"year": 2013, "month": t.month, "day": t.day, "dep_time": 1, "sched_dep_time": 1, "dep_delay": dep_delay,
-            "arr_time": 1, "sched_arr_time": 1, "arr_delay": arr_delay, "carrier": carrier, "flight": n,
-            "tailnum": tail, "origin": "EWR", "dest": "ORD", "air_time": air_time, "distance": 719,
-            "hour": t.hour, "minute": t.minute, "time_hour": t.floor("h").strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return {
+        "year": 2013,
+        "month": t.month,
+        "day": t.day,
+        "dep_time": 1,
+        "sched_dep_time": 1,
+        "dep_delay": dep_delay,
+        "arr_time": 1,
+        "sched_arr_time": 1,
+        "arr_delay": arr_delay,
+        "carrier": carrier,
+        "flight": n,
+        "tailnum": tail,
+        "origin": "EWR",
+        "dest": "ORD",
+        "air_time": air_time,
+        "distance": 719,
+        "hour": t.hour,
+        "minute": t.minute,
+        "time_hour": t.floor("h").strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pit")
     cfg = load_config(write_config(tmp / "c.yaml", tmp / "home"))
-    raw = pd.DataFrame([
-        _flight(1, "N1", "2013-03-01T06:00Z", 0, 60, 5),        # known at 08:00
-        _flight(2, "N1", "2013-03-01T10:00Z", 240, 60, 300),    # very late: known at 16:00 only
-        _flight(3, "N1", "2013-03-01T15:00Z", 0, 60, 0),        # predicted at 13:00: must not see flight 2
-        _flight(4, "N1", "2013-03-01T18:30Z", 0, 60, 0),        # predicted at 16:30: sees flight 2, not 3
-        _flight(5, "N2", "2013-03-02T15:00Z", 0, 60, 0),        # predicted 2 March: sees 1 March rates
-    ])
+    raw = pd.DataFrame(
+        [
+            _flight(1, "N1", "2013-03-01T06:00Z", 0, 60, 5),  # known at 08:00
+            _flight(2, "N1", "2013-03-01T10:00Z", 240, 60, 300),  # very late: known at 16:00 only
+            _flight(3, "N1", "2013-03-01T15:00Z", 0, 60, 0),  # predicted at 13:00: must not see flight 2
+            _flight(4, "N1", "2013-03-01T18:30Z", 0, 60, 0),  # predicted at 16:30: sees flight 2, not 3
+            _flight(5, "N2", "2013-03-02T15:00Z", 0, 60, 0),  # predicted 2 March: sees 1 March rates
+        ]
+    )
     flights = prepare_flights(raw, lead_time_hours=2, threshold_minutes=15)
-    weather = pd.DataFrame({
-        "origin": "EWR", "temp": [30.0, 99.0], "dewp": 20.0, "humid": 50.0, "wind_dir": 10.0, "wind_speed": 5.0,
-        "wind_gust": None, "precip": 0.0, "pressure": 1010.0, "visib": 10.0,
-        # the 07:00 report is complete at 08:00; the 14:00 one at 15:00
-        "time_hour": ["2013-03-01T07:00:00Z", "2013-03-01T14:00:00Z"],
-    })
-    planes = pd.DataFrame({"tailnum": ["N1"], "year": [2004], "type": ["Fixed wing multi engine"],
-                           "manufacturer": ["X"], "model": ["Y"], "engines": [2], "seats": [55], "engine": ["Turbo-fan"]})
-    write_feature_tables(build_feature_tables(flights, weather, planes, pd.Timestamp("2026-01-01", tz="UTC")),
-                         cfg.features_dir)
+    weather = pd.DataFrame(
+        {
+            "origin": "EWR",
+            "temp": [30.0, 99.0],
+            "dewp": 20.0,
+            "humid": 50.0,
+            "wind_dir": 10.0,
+            "wind_speed": 5.0,
+            "wind_gust": None,
+            "precip": 0.0,
+            "pressure": 1010.0,
+            "visib": 10.0,
+            # the 07:00 report is complete at 08:00; the 14:00 one at 15:00
+            "time_hour": ["2013-03-01T07:00:00Z", "2013-03-01T14:00:00Z"],
+        }
+    )
+    planes = pd.DataFrame(
+        {
+            "tailnum": ["N1"],
+            "year": [2004],
+            "type": ["Fixed wing multi engine"],
+            "manufacturer": ["X"],
+            "model": ["Y"],
+            "engines": [2],
+            "seats": [55],
+            "engine": ["Turbo-fan"],
+        }
+    )
+    write_feature_tables(
+        build_feature_tables(flights, weather, planes, pd.Timestamp("2026-01-01", tz="UTC")), cfg.features_dir
+    )
     feature_store.apply_repo(cfg)
     ents = entity_frame(flights, pd.Timestamp("2013-02-01", tz="UTC"), pd.Timestamp("2013-04-01", tz="UTC"))
     out = feature_store.historical_features(cfg, ents)
@@ -64,10 +104,10 @@ def test_the_same_arrival_is_used_once_it_is_known(world):
 
 
 def test_weather_respects_report_time_and_ttl(world):
-    assert pd.isna(_row(world, 1)["temp"])    # predicted 04:00: no report yet
-    assert _row(world, 2)["temp"] == 30.0     # predicted 08:00: the 07:00 report, complete at 08:00
-    assert pd.isna(_row(world, 3)["temp"])    # 13:00: the 07:00 report is past its 3 h TTL, 14:00 not complete
-    assert _row(world, 4)["temp"] == 99.0     # 16:30: the 14:00 report, complete at 15:00
+    assert pd.isna(_row(world, 1)["temp"])  # predicted 04:00: no report yet
+    assert _row(world, 2)["temp"] == 30.0  # predicted 08:00: the 07:00 report, complete at 08:00
+    assert pd.isna(_row(world, 3)["temp"])  # 13:00: the 07:00 report is past its 3 h TTL, 14:00 not complete
+    assert _row(world, 4)["temp"] == 99.0  # 16:30: the 14:00 report, complete at 15:00
 
 
 def test_rows_are_kept_when_a_value_expired(world):

@@ -64,11 +64,17 @@ def second(env, first):
 
 
 def test_features_flow_builds_all_views(env):
-    assert set(env["features"]["views"]) == {"origin_weather", "aircraft_history", "carrier_stats", "route_stats",
-                                             "plane_attributes"}
+    assert set(env["features"]["views"]) == {
+        "origin_weather",
+        "aircraft_history",
+        "carrier_stats",
+        "route_stats",
+        "plane_attributes",
+    }
     assert env["features"]["rows"]["aircraft_history"] > 300_000
     online = __import__("evergreen.feature_store", fromlist=["x"]).online_features(
-        env["cfg"], [{"origin": "JFK", "tailnum": "N14228", "carrier": "UA", "route": "EWR-IAH"}])
+        env["cfg"], [{"origin": "JFK", "tailnum": "N14228", "carrier": "UA", "route": "EWR-IAH"}]
+    )
     assert online["carrier_delay_rate_30d"].notna().all()  # the backfill really wrote the online store
 
 
@@ -77,8 +83,9 @@ def _asof_oracle(entities: pd.DataFrame, table: pd.DataFrame, key: str, ttl: pd.
     left = entities.sort_values("event_timestamp").astype({"event_timestamp": "datetime64[ns, UTC]"})
     right = table.drop(columns="created").rename(columns={"event_timestamp": "_ts"}).sort_values("_ts")
     right["_ts"] = right["_ts"].astype("datetime64[ns, UTC]")
-    out = pd.merge_asof(left, right, left_on="event_timestamp", right_on="_ts", by=key, direction="backward",
-                        tolerance=ttl)
+    out = pd.merge_asof(
+        left, right, left_on="event_timestamp", right_on="_ts", by=key, direction="backward", tolerance=ttl
+    )
     return out.set_index("flight_id").drop(columns="_ts")
 
 
@@ -90,9 +97,13 @@ def test_feast_point_in_time_join_matches_an_independent_oracle_on_real_data(env
     ents = entity_frame(prepared_flights, pd.Timestamp("2013-03-01", tz="UTC"), pd.Timestamp("2013-04-01", tz="UTC"))
     ents = ents.sample(3000, random_state=1).reset_index(drop=True)
     got = feature_store.historical_features(cfg, ents).set_index("flight_id")
-    views = {"origin_weather": ("origin", pd.Timedelta(hours=3)), "aircraft_history": ("tailnum", pd.Timedelta(days=7)),
-             "carrier_stats": ("carrier", pd.Timedelta(days=2)), "route_stats": ("route", pd.Timedelta(days=2)),
-             "plane_attributes": ("tailnum", None)}
+    views = {
+        "origin_weather": ("origin", pd.Timedelta(hours=3)),
+        "aircraft_history": ("tailnum", pd.Timedelta(days=7)),
+        "carrier_stats": ("carrier", pd.Timedelta(days=2)),
+        "route_stats": ("route", pd.Timedelta(days=2)),
+        "plane_attributes": ("tailnum", None),
+    }
     checked = 0
     for view, (key, ttl) in views.items():
         table = pd.read_parquet(feature_store.path_of(cfg, view))
@@ -127,8 +138,9 @@ def test_model_is_logged_with_lineage_reference_and_probabilities(env, first):
     assert "tuning/optuna_history.png" in tuning and "tuning/optuna_param_importances.png" in tuning
     assert "holdout.roc_auc" in run.data.metrics and "stage_seconds.tune" in run.data.metrics
     model = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}@champion")
-    sample = pd.read_parquet(mlflow.artifacts.download_artifacts(
-        run_id=run.info.run_id, artifact_path="reference/reference_sample.parquet"))
+    sample = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="reference/reference_sample.parquet")
+    )
     p = model.predict(sample)
     assert p.shape == (len(sample),) and ((p > 0) & (p < 1)).all() and len(np.unique(p)) > 100
     assert np.allclose(p, sample["score"])  # the logged model scores exactly as at training time
@@ -213,7 +225,12 @@ def test_shell_entry_point_has_help_and_clear_errors(tmp_path):
     assert out.returncode == 0 and "--as-of" in out.stdout and "--trials" in out.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("window:\n  train_dayz: 3\n")
-    out = subprocess.run([sys.executable, "-m", "flows.training", "--config", str(bad)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.training", "--config", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 2
     assert "bad.yaml" in out.stderr and "window.train_dayz" in out.stderr

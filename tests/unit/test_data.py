@@ -6,12 +6,24 @@ from evergreen.data import DataError, load_raw, prepare_flights
 
 def _flights(**overrides):
     base = {
-        "year": [2013, 2013, 2013], "month": [1, 1, 1], "day": [1, 1, 1],
-        "dep_time": [517, None, 600], "sched_dep_time": [515, 530, 600], "dep_delay": [2, None, 0],
-        "arr_time": [830, None, None], "sched_arr_time": [819, 830, 900], "arr_delay": [11, None, None],
-        "carrier": ["UA", "UA", "AA"], "flight": [1, 2, 3], "tailnum": ["N1", None, "N3"],
-        "origin": ["EWR", "LGA", "JFK"], "dest": ["IAH", "IAH", "MIA"], "air_time": [227, None, None],
-        "distance": [1400, 1416, 1089], "hour": [5, 5, 6], "minute": [15, 30, 0],
+        "year": [2013, 2013, 2013],
+        "month": [1, 1, 1],
+        "day": [1, 1, 1],
+        "dep_time": [517, None, 600],
+        "sched_dep_time": [515, 530, 600],
+        "dep_delay": [2, None, 0],
+        "arr_time": [830, None, None],
+        "sched_arr_time": [819, 830, 900],
+        "arr_delay": [11, None, None],
+        "carrier": ["UA", "UA", "AA"],
+        "flight": [1, 2, 3],
+        "tailnum": ["N1", None, "N3"],
+        "origin": ["EWR", "LGA", "JFK"],
+        "dest": ["IAH", "IAH", "MIA"],
+        "air_time": [227, None, None],
+        "distance": [1400, 1416, 1089],
+        "hour": [5, 5, 6],
+        "minute": [15, 30, 0],
         "time_hour": ["2013-01-01T10:00:00Z", "2013-01-01T10:00:00Z", "2013-01-01T11:00:00Z"],
     }
     base.update(overrides)

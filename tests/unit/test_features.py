@@ -12,12 +12,14 @@ def _arrivals(rows):
 
 
 def test_aircraft_history_uses_only_arrivals_up_to_each_stamp():
-    f = _arrivals([
-        ("N1", "2013-03-01T08:00Z", 10.0, 5.0, 0, "UA"),
-        ("N1", "2013-03-01T12:00Z", 50.0, 40.0, 1, "UA"),
-        ("N1", "2013-03-02T13:00Z", 0.0, 0.0, 0, "UA"),  # 25 h after the first: the first leaves 24 h
-        ("N2", "2013-03-01T09:00Z", 100.0, 90.0, 1, "AA"),
-    ])
+    f = _arrivals(
+        [
+            ("N1", "2013-03-01T08:00Z", 10.0, 5.0, 0, "UA"),
+            ("N1", "2013-03-01T12:00Z", 50.0, 40.0, 1, "UA"),
+            ("N1", "2013-03-02T13:00Z", 0.0, 0.0, 0, "UA"),  # 25 h after the first: the first leaves 24 h
+            ("N2", "2013-03-01T09:00Z", 100.0, 90.0, 1, "AA"),
+        ]
+    )
     h = build_aircraft_history(f, T0).set_index(["tailnum", "event_timestamp"])
     first = h.loc[("N1", pd.Timestamp("2013-03-01T08:00Z"))]
     second = h.loc[("N1", pd.Timestamp("2013-03-01T12:00Z"))]
@@ -29,11 +31,13 @@ def test_aircraft_history_uses_only_arrivals_up_to_each_stamp():
 
 
 def test_daily_rates_are_stamped_the_day_after_the_outcomes():
-    f = _arrivals([
-        ("N1", "2013-03-01T08:00Z", 30.0, 0.0, 1, "UA"),
-        ("N2", "2013-03-01T20:00Z", 0.0, 0.0, 0, "UA"),
-        ("N3", "2013-03-02T10:00Z", 0.0, 0.0, 0, "UA"),
-    ])
+    f = _arrivals(
+        [
+            ("N1", "2013-03-01T08:00Z", 30.0, 0.0, 1, "UA"),
+            ("N2", "2013-03-01T20:00Z", 0.0, 0.0, 0, "UA"),
+            ("N3", "2013-03-02T10:00Z", 0.0, 0.0, 0, "UA"),
+        ]
+    )
     s = build_carrier_stats(f, T0).set_index("event_timestamp")
     assert s.index.min() == pd.Timestamp("2013-03-02T00:00Z")  # nothing of 1 March visible before 2 March
     assert s.loc[pd.Timestamp("2013-03-02T00:00Z"), "carrier_delay_rate_7d"] == 0.5

@@ -23,8 +23,11 @@ def test_promote_keeps_previous_champion_and_records_each_move(store):
     assert registry.promote(store, NAME, "2", "better", "run-b") == "1"
     assert registry.aliases(store, NAME) == {"champion": "2", "previous_champion": "1"}
     moves = [(m.alias, m.from_version, m.to_version, m.flow_run) for m in registry.history(store, NAME)]
-    assert moves == [("champion", None, "1", "run-a"), ("previous_champion", None, "1", "run-b"),
-                     ("champion", "1", "2", "run-b")]
+    assert moves == [
+        ("champion", None, "1", "run-a"),
+        ("previous_champion", None, "1", "run-b"),
+        ("champion", "1", "2", "run-b"),
+    ]
     assert all(m.at and m.actor and m.reason for m in registry.history(store, NAME))
 
 

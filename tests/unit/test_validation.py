@@ -8,8 +8,9 @@ from evergreen.validation import ValidationFailed, require_valid, validate_frame
 
 
 def test_real_data_passes_the_raw_suites(raw_data, tmp_path):
-    results = validate_frames({"flights": raw_data.flights.head(20000), "weather": raw_data.weather,
-                               "planes": raw_data.planes}, tmp_path)
+    results = validate_frames(
+        {"flights": raw_data.flights.head(20000), "weather": raw_data.weather, "planes": raw_data.planes}, tmp_path
+    )
     assert [r.success for r in results] == [True, True, True], [r.summary() for r in results]
     require_valid(results)
 
