@@ -126,8 +126,12 @@ class EvergreenConfig(_Strict):
         return self.home / "features"
 
     @property
-    def feast_dir(self) -> Path:
-        return self.home / "feast"
+    def feast_registry(self) -> Path:
+        return self.home / "feast_registry.db"
+
+    @property
+    def feast_online_store(self) -> Path:
+        return self.home / "feast_online.db"
 
     @property
     def optuna_storage(self) -> str:

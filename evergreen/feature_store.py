@@ -51,12 +51,12 @@ def get_store(cfg: EvergreenConfig) -> FeatureStore:
     from feast import FeatureStore, RepoConfig
 
     _quiet_feast()
-    cfg.feast_dir.mkdir(parents=True, exist_ok=True)
+    cfg.home.mkdir(parents=True, exist_ok=True)
     repo_config = RepoConfig(
         project=cfg.features.project,
         provider="local",
-        registry=str(cfg.feast_dir / "registry.db"),
-        online_store={"type": "sqlite", "path": str(cfg.feast_dir / "online_store.db")},
+        registry=str(cfg.feast_registry),
+        online_store={"type": "sqlite", "path": str(cfg.feast_online_store)},
         offline_store={"type": "duckdb"},
         entity_key_serialization_version=3,
         repo_path=str(cfg.features.feast_repo),

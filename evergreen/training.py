@@ -11,6 +11,7 @@ A flight enters a window by its prediction time, and only if its outcome was kno
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +103,7 @@ def tune(
     storage: str,
     study_name: str,
     n_trials: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[TuningResult, Any]:
     """TPE search with median pruning on a time split of the training window; the study persists
     in ``storage`` so an interrupted run resumes where it stopped (same name, same data)."""
@@ -157,7 +159,17 @@ def tune(
     remaining = max(budget - done, 0)
     if remaining:
         # One trial at a time, each using every core: trials x threads never exceeds the cores.
-        study.optimize(objective, n_trials=remaining, timeout=cfg.timeout_seconds, n_jobs=1, gc_after_trial=False)
+        callbacks = [_progress_callback(progress, budget)] if progress else []
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=cfg.timeout_seconds,
+            n_jobs=1,
+            gc_after_trial=False,
+            callbacks=callbacks,
+        )
+    elif progress:
+        progress(f"study {study_name} already holds {done} finished trials: resuming with none to run")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise RuntimeError(f"Optuna study '{study_name}' has no completed trial; raise tuning.timeout_seconds")
@@ -173,6 +185,18 @@ def tune(
         history=history,
     )
     return result, study
+
+
+def _progress_callback(progress: Callable[[str], None], budget: int) -> Callable[[Any, Any], None]:
+    def report(study: Any, trial: Any) -> None:
+        try:
+            best = f"{study.best_value:.4f}"
+        except ValueError:  # no completed trial yet
+            best = "-"
+        value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+        progress(f"trial {trial.number + 1}/{budget}: {value} (best valid AUC {best})")
+
+    return report
 
 
 def train_final(

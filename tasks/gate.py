@@ -25,8 +25,12 @@ def score_champion(cfg: EvergreenConfig, holdout: pd.DataFrame) -> tuple[str | N
     version = registry.alias_version(c, cfg.registry.model_name, registry.CHAMPION)
     if version is None:
         return None, None
+    import warnings
+
     mlflow.set_tracking_uri(cfg.tracking_uri)
-    model = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}@{registry.CHAMPION}")
+    with warnings.catch_warnings():  # MLflow asks for predict() type hints; the signature covers the schema
+        warnings.filterwarnings("ignore", message=".*type hint.*")
+        model = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}@{registry.CHAMPION}")
     schema = model.metadata.get_input_schema()
     inputs = holdout[schema.input_names()] if schema is not None else holdout
     return version, np.asarray(model.predict(inputs), dtype="float64")
@@ -71,6 +75,14 @@ def run_gate(
     c = registry.client(cfg.tracking_uri)
     c.log_dict(run_id, json.loads(json.dumps(record, default=str)), "gate/decision.json")
     c.log_batch(run_id, metrics=_metric_batch(d))
+    import matplotlib.pyplot as plt
+
+    from evergreen.report import plot_gate
+
+    fig = plot_gate(d, cfg.gate.max_slice_regression)
+    c.log_figure(run_id, fig, "gate/decision.png")
+    fig.savefig(path.with_suffix(".png"), dpi=100)
+    plt.close(fig)
     hint = f"champion v{champion_version}" if champion_version else "cold start"
     markdown_artifact(_markdown(d, hint), "gate-decision", f"Gate {d.verdict}: challenger vs {hint}")
     table_artifact(

@@ -28,7 +28,19 @@ def tune_model(
     study_name: str,
     n_trials: int | None,
 ) -> tuple[TuningResult, Any]:
-    result, study = tune(train, columns, cfg.tuning, windows.validation_start, cfg.optuna_storage, study_name, n_trials)
+    from prefect.logging import get_run_logger
+
+    logger = get_run_logger()
+    result, study = tune(
+        train,
+        columns,
+        cfg.tuning,
+        windows.validation_start,
+        cfg.optuna_storage,
+        study_name,
+        n_trials,
+        progress=logger.info,
+    )
     table_artifact(
         [{"trial": h["number"], "state": h["state"], "valid_auc": h["value"]} for h in result.history],
         "tuning-trials",
@@ -94,10 +106,10 @@ def log_run(
 
     from evergreen.features import to_model_frame
 
-    tracking.setup(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root)
+    experiment_id = tracking.setup(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root)
     train_scores = booster.predict(to_model_frame(train, columns, categories))
     holdout_scores = np.asarray(booster.predict(to_model_frame(holdout, columns, categories)), dtype="float64")
-    with mlflow.start_run(run_name=f"train-{tags['evergreen.as_of'][:10]}") as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{tags['evergreen.as_of'][:10]}") as run:
         mlflow.set_tags(tags)
         mlflow.log_params(
             {

@@ -19,7 +19,7 @@ from tests.conftest import ROOT, write_config
 
 SMALL = {
     "window": {"train_days": 45, "holdout_days": 7, "validation_days": 7},
-    "tuning": {"n_trials": 3, "timeout_seconds": 120, "max_boost_rounds": 200},
+    "tuning": {"n_trials": 3, "timeout_seconds": 900, "max_boost_rounds": 200},
     "gate": {"n_bootstrap": 200},
     "registry": {"reference_sample_rows": 2000},
 }
@@ -129,6 +129,8 @@ def test_model_is_logged_with_lineage_reference_and_probabilities(env, first):
     cfg = env["cfg"]
     mlflow.set_tracking_uri(cfg.tracking_uri)
     run = mlflow.get_run(first["mlflow_run_id"])
+    assert run.info.experiment_id == mlflow.get_experiment_by_name(cfg.registry.experiment).experiment_id
+    assert run.info.artifact_uri.startswith(cfg.artifact_root.as_uri())  # never ./mlruns of the working dir
     for tag in ("git_sha", "config_hash", "lock_hash", "data_window", "data_fingerprint", "feature_service", "reason"):
         assert run.data.tags[f"evergreen.{tag}"], tag
     assert run.data.tags["evergreen.data_window"].endswith("2013-04-01T00:00:00+00:00")
@@ -195,6 +197,7 @@ def test_corrupted_batch_stops_the_run_and_changes_nothing(env, second, raw_data
     path = write_config(env["tmp"] / "corrupt.yaml", cfg.home, data={"source": str(data)}, **SMALL)
     before = state(cfg)
     runs_before = len(mlflow.search_runs(experiment_names=[cfg.registry.experiment]))
+    assert runs_before >= 3  # the earlier training runs are in the configured experiment
     from flows.training import training
 
     with pytest.raises(ValidationFailed) as e:
