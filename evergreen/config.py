@@ -50,7 +50,7 @@ class WindowConfig(_Strict):
 
 
 class TuningConfig(_Strict):
-    n_trials: int = Field(20, ge=1)
+    n_trials: int = Field(50, ge=1)
     timeout_seconds: float = Field(240.0, gt=0)
     max_boost_rounds: int = Field(600, ge=10)
     early_stopping_rounds: int = Field(30, ge=1)
@@ -93,6 +93,29 @@ class RegistryConfig(_Strict):
     reference_sample_rows: int = Field(20000, ge=100)
 
 
+class DriftConfig(_Strict):
+    lookback_days: float = Field(
+        7.0, gt=0, description="current window: flights predicted in [as_of - lookback, as_of)"
+    )
+    min_rows: int = Field(500, ge=1, description="fewer current rows than this: a documented no-op, no event")
+    # Numeric features: KS, drifted only when significant AND the effect is large enough (KS p-values
+    # on big windows flag trivial shifts).
+    ks_pvalue: float = Field(0.01, gt=0, lt=1)
+    ks_min_statistic: float = Field(0.1, gt=0, le=1)
+    # Categorical features (and numeric ones listed in psi_numeric_columns): PSI at or above threshold.
+    psi_threshold: float = Field(0.2, gt=0)
+    psi_numeric_columns: list[str] = []
+    psi_bins: int = Field(10, ge=2)
+    # Overall decision: share of drifted features, or any drifted key feature, or prediction drift.
+    drifted_share: float = Field(0.3, gt=0, le=1)
+    key_features: list[str] = ["carrier_delay_rate_7d", "route_delay_rate_7d", "mean_arr_delay_24h"]
+    prediction_psi_threshold: float = Field(0.2, gt=0)
+    # No retraining event within this long (data time) after the champion's training as_of.
+    cooldown_days: float = Field(7.0, ge=0)
+    # Evidently renders its HTML report on a sample of at most this many current rows.
+    report_sample_rows: int = Field(20000, ge=100)
+
+
 class EvergreenConfig(_Strict):
     home: Path = Path("../.evergreen")
     data: DataConfig = DataConfig()
@@ -102,6 +125,7 @@ class EvergreenConfig(_Strict):
     tuning: TuningConfig = TuningConfig()
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()
+    drift: DriftConfig = DriftConfig()
     source_file: Path | None = Field(None, exclude=True)
     digest: str = Field("", exclude=True)
 

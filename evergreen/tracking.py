@@ -68,7 +68,7 @@ def reference_profile(frame: pd.DataFrame, columns: list[str], scores: np.ndarra
     bin shares for numeric columns, category shares for the rest, and the score distribution."""
     profile: dict[str, Any] = {"rows": int(len(frame)), "features": {}}
     for col in [*columns, "__score__"]:
-        s = pd.Series(scores, name=col) if col == "__score__" else frame[col]
+        s = pd.Series(scores, name=col) if col == "__score__" else frame[col]  # scores may be a sample
         if col != "__score__" and (
             s.dtype == object or isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s)
         ):

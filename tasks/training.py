@@ -107,7 +107,6 @@ def log_run(
     from evergreen.features import to_model_frame
 
     experiment_id = tracking.setup(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root)
-    train_scores = booster.predict(to_model_frame(train, columns, categories))
     holdout_scores = np.asarray(booster.predict(to_model_frame(holdout, columns, categories)), dtype="float64")
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{tags['evergreen.as_of'][:10]}") as run:
         mlflow.set_tags(tags)
@@ -137,14 +136,17 @@ def log_run(
         # Reference for drift checks: a fixed-seed sample of training features with scores, and a
         # profile computed once here so later checks cost only the current window.
         n = min(cfg.registry.reference_sample_rows, len(train))
-        idx = np.random.default_rng(0).choice(len(train), n, replace=False)
-        sample = train.iloc[np.sort(idx)][["event_timestamp", *columns, "delayed"]].copy()
-        sample["score"] = train_scores[np.sort(idx)]
+        idx = np.sort(np.random.default_rng(0).choice(len(train), n, replace=False))
+        sample = train.iloc[idx][["event_timestamp", *columns, "delayed"]].reset_index(drop=True)
+        sample["score"] = booster.predict(to_model_frame(sample, columns, categories))
         with tempfile.TemporaryDirectory() as tmp:
             ref = Path(tmp) / "reference_sample.parquet"
             sample.to_parquet(ref, index=False)
             mlflow.log_artifact(str(ref), "reference")
-            tracking.log_json(tracking.reference_profile(train, columns, train_scores), "reference/profile.json")
+            # Feature profile on the whole window; the score profile on the scored sample.
+            tracking.log_json(
+                tracking.reference_profile(train, columns, sample["score"].to_numpy()), "reference/profile.json"
+            )
             files = save_model_files(booster, columns, categories, Path(tmp) / "model_files")
             example = holdout[columns].head(50)
             model_uri = tracking.log_model(files, example, holdout_scores[:50], cfg.registry.model_name)
