@@ -13,6 +13,7 @@ COPY tasks ./tasks
 COPY flows ./flows
 COPY configs ./configs
 COPY feature_repo ./feature_repo
+COPY prefect.yaml ./
 RUN uv sync --frozen --no-dev
 
 FROM python:3.11-slim AS runtime

@@ -9,13 +9,16 @@ uv run evergreen promote --version 3 --reason "manual override"
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from evergreen import registry
 from evergreen.config import ConfigError, load_config
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+DEFAULT_CONFIG = (
+    os.environ.get("EVERGREEN_CONFIG") or Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 # Request-time fields: known when the flight is scheduled, sent with every prediction request.
-REQUEST_FEATURES = ["carrier", "origin", "dest", "distance", "dep_hour", "day_of_week", "month"]
+# Not the month: a model trained on a few months would meet an unseen value on every new month.
+REQUEST_FEATURES = ["carrier", "origin", "dest", "distance", "dep_hour", "day_of_week"]
 CATEGORICAL = ["carrier", "origin", "dest", "plane_type", "plane_engine"]
 ENTITY_COLUMNS = [
     "flight_id",

@@ -110,6 +110,7 @@ def log_model(artifacts: dict[str, str], example: pd.DataFrame, predictions: np.
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=FlightDelayModel(),

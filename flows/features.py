@@ -8,19 +8,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from prefect import flow
 
 from evergreen.config import load_config
+from flows.training import DEFAULT_CONFIG
 from tasks.common import flow_run_id, stage, table_artifact
 from tasks.data import load_raw_data, prepare
 from tasks.features import apply_repo, build_tables, materialize
 from tasks.validation import validate_batch
-
-DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "default.yaml")
 
 
 @flow(name="features", log_prints=True)

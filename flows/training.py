@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,10 @@ from tasks.training import log_run, train_model, tune_model
 from tasks.validation import validate_batch
 
 REASONS = ("manual", "schedule", "drift")
-DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "configs" / "default.yaml")
+# The environment picks the config (e.g. a worker started with EVERGREEN_CONFIG=configs/prod.yaml).
+DEFAULT_CONFIG = os.environ.get("EVERGREEN_CONFIG") or str(
+    Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+)
 FEATURE_LOOKBACK = pd.Timedelta(days=31)  # raw rows that feed the window's 30-day features
 
 

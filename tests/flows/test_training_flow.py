@@ -10,37 +10,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from evergreen import registry
 from evergreen.config import load_config
 from evergreen.validation import ValidationFailed
 from tests.conftest import ROOT, write_config
-
-SMALL = {
-    "window": {"train_days": 45, "holdout_days": 7, "validation_days": 7},
-    "tuning": {"n_trials": 3, "timeout_seconds": 900, "max_boost_rounds": 200},
-    "gate": {"n_bootstrap": 200},
-    "registry": {"reference_sample_rows": 2000},
-}
-
-
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, harness):
-    tmp = tmp_path_factory.mktemp("loop")
-    path = write_config(tmp / "config.yaml", tmp / "home", **SMALL)
-    cfg = load_config(path)
-    from flows.features import features
-
-    built = features(config=str(path))
-    return {"path": str(path), "cfg": cfg, "tmp": tmp, "features": built}
-
+from tests.flows.conftest import SMALL
 
 def state(cfg):
     c = registry.client(cfg.tracking_uri)
