@@ -101,14 +101,16 @@ class DriftConfig(_Strict):
     # Numeric features: KS, drifted only when significant AND the effect is large enough (KS p-values
     # on big windows flag trivial shifts).
     ks_pvalue: float = Field(0.01, gt=0, lt=1)
-    ks_min_statistic: float = Field(0.1, gt=0, le=1)
+    ks_min_statistic: float = Field(0.2, gt=0, le=1)
     # Categorical features (and numeric ones listed in psi_numeric_columns): PSI at or above threshold.
     psi_threshold: float = Field(0.2, gt=0)
     psi_numeric_columns: list[str] = []
     psi_bins: int = Field(10, ge=2)
     # Overall decision: share of drifted features, or any drifted key feature, or prediction drift.
     drifted_share: float = Field(0.3, gt=0, le=1)
-    key_features: list[str] = ["carrier_delay_rate_7d", "route_delay_rate_7d", "mean_arr_delay_24h"]
+    # Delay-level features of the aircraft histories: they move when the world's delay level moves,
+    # and stay put from one ordinary week to the next (weather and 7-day rates do not).
+    key_features: list[str] = ["delayed_share_7d", "mean_arr_delay_7d"]
     prediction_psi_threshold: float = Field(0.2, gt=0)
     # No retraining event within this long (data time) after the champion's training as_of.
     cooldown_days: float = Field(7.0, ge=0)

@@ -31,5 +31,3 @@ def env(tmp_path_factory, harness):
 
     built = features(config=str(path))
     return {"path": str(path), "cfg": cfg, "tmp": tmp, "features": built}
-
-

@@ -17,6 +17,7 @@ from evergreen.validation import ValidationFailed
 from tests.conftest import ROOT, write_config
 from tests.flows.conftest import SMALL
 
+
 def state(cfg):
     c = registry.client(cfg.tracking_uri)
     name = cfg.registry.model_name

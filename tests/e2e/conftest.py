@@ -1,0 +1,148 @@
+"""End-to-end fixtures: the real local stack (deployments/stack.py) on free ports in a temp home.
+
+`stack` is session-scoped: start it once, reuse it from every e2e module (deploying flows, firing
+events). It is started through the real CLI (`python -m deployments.stack up`), as a user would, and
+always stopped at the end of the session, also when a test or the start itself fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from deployments.stack import COMPONENTS, POOL_NAME, StackConfig, group_alive, read_pid
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+# Flow runs are picked up within this many seconds (the CLI default is 10).
+WORKER_POLL = 2.0
+UP_TIMEOUT = 240.0
+DOWN_TIMEOUT = 120.0
+
+
+def free_ports(n: int, host: str = HOST) -> list[int]:
+    """n distinct ports that are free right now (bound together to port 0, then released)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A running local stack: where it lives, where to reach it, and its CLI."""
+
+    home: Path
+    host: str
+    prefect_port: int
+    mlflow_port: int
+    worker_poll: float = WORKER_POLL
+    pool: str = POOL_NAME
+
+    @property
+    def config(self) -> StackConfig:
+        return StackConfig(self.home, self.host, self.prefect_port, self.mlflow_port, self.worker_poll)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.state_dir
+
+    @property
+    def prefect_ui_url(self) -> str:
+        return self.config.prefect_ui_url
+
+    @property
+    def prefect_api_url(self) -> str:
+        return self.config.prefect_api_url
+
+    @property
+    def mlflow_url(self) -> str:
+        return self.config.mlflow_url
+
+    def env(self) -> dict[str, str]:
+        """Environment for a client process (e.g. `prefect deploy`) talking to this stack."""
+        env = dict(os.environ)
+        env.update(
+            PREFECT_API_URL=self.prefect_api_url,
+            EVERGREEN_TRACKING_URI=self.mlflow_url,
+            EVERGREEN_HOME=str(self.home),
+        )
+        return env
+
+    def pids(self) -> dict[str, int | None]:
+        return {name: read_pid(comp, self.config) for name, comp in COMPONENTS.items()}
+
+    def cli(self, *args: str, timeout: float = DOWN_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """Run `python -m deployments.stack <args> --home <home> ...` from the repo root."""
+        argv = [sys.executable, "-m", "deployments.stack", *args, "--home", str(self.home)]
+        if args and args[0] == "up":
+            argv += [
+                "--host",
+                self.host,
+                "--prefect-port",
+                str(self.prefect_port),
+                "--mlflow-port",
+                str(self.mlflow_port),
+                "--worker-poll",
+                f"{self.worker_poll:g}",
+            ]
+        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+    def up(self) -> float:
+        """Start (or confirm) the stack; returns the seconds it took. Fails the test with the output."""
+        t0 = time.monotonic()
+        res = self.cli("up", timeout=UP_TIMEOUT)
+        if res.returncode != 0:
+            pytest.fail(f"stack up failed (exit {res.returncode}):\n{res.stdout}\n{res.stderr}")
+        return time.monotonic() - t0
+
+    def down(self) -> subprocess.CompletedProcess[str]:
+        return self.cli("down")
+
+    def kill_leftovers(self) -> list[str]:
+        """Last resort after `down`: SIGKILL any process group still named in a pid file."""
+        killed = []
+        for name, pid in self.pids().items():
+            if pid is not None and group_alive(pid):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                    killed.append(f"{name} (pgid {pid})")
+                except ProcessLookupError:
+                    pass
+        return killed
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    prefect_port, mlflow_port = free_ports(2)
+    st = Stack(
+        home=tmp_path_factory.mktemp("evergreen-stack"), host=HOST, prefect_port=prefect_port, mlflow_port=mlflow_port
+    )
+    try:
+        seconds = st.up()
+        print(f"\nstack up in {seconds:.1f} s: {st.prefect_ui_url} {st.mlflow_url} (home {st.home})")
+        yield st
+    finally:
+        try:
+            res = st.down()
+            if res.returncode != 0:
+                print(f"stack down failed (exit {res.returncode}):\n{res.stdout}\n{res.stderr}")
+        finally:
+            leftovers = st.kill_leftovers()
+            if leftovers:
+                print(f"killed leftover process groups: {', '.join(leftovers)}")
