@@ -122,7 +122,9 @@ def move_aliases(
 
 def register(c: Any, name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
     ensure_model(c, name)
-    mv = c.create_model_version(name=name, source=model_uri, run_id=run_id, tags=tags)
+    # An MLflow 3 logged model ("models:/m-<id>") must be named by id too, or a tracking server refuses it.
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    mv = c.create_model_version(name=name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id)
     return str(mv.version)
 
 

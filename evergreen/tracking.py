@@ -102,7 +102,9 @@ def log_model(artifacts: dict[str, str], example: pd.DataFrame, predictions: np.
 
     from evergreen.model import FlightDelayModel
 
-    signature = infer_signature(example, predictions)
+    # Integer request fields are declared as doubles: a missing value at serving time is then valid.
+    ints = [c for c in example.columns if pd.api.types.is_integer_dtype(example[c])]
+    signature = infer_signature(example.astype(dict.fromkeys(ints, "float64")), predictions)
     # The signature is given explicitly, and the class is ours: the advice MLflow logs for anonymous
     # models (add an input example, beware of pickled objects) does not apply.
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)

@@ -133,6 +133,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     st = Stack(
         home=tmp_path_factory.mktemp("evergreen-stack"), host=HOST, prefect_port=prefect_port, mlflow_port=mlflow_port
     )
+    # Flow runs started by the stack's worker read this small config (EVERGREEN_CONFIG): the
+    # stack's home, its MLflow server, and a tiny tuning budget. Set for the whole session so a
+    # restarted worker inherits it too.
+    import yaml
+
+    from tests.flows.conftest import SMALL
+
+    config = st.home / "e2e-config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                **SMALL,
+                "home": str(st.home),
+                "features": {"feast_repo": str(ROOT / "feature_repo")},
+                "registry": {**SMALL["registry"], "tracking_uri": st.mlflow_url},
+            }
+        )
+    )
+    os.environ["EVERGREEN_CONFIG"] = str(config)
     try:
         seconds = st.up()
         print(f"\nstack up in {seconds:.1f} s: {st.prefect_ui_url} {st.mlflow_url} (home {st.home})")

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from evergreen import registry
-from evergreen.config import load_config
 from evergreen.validation import ValidationFailed
 from tests.conftest import ROOT, write_config
 from tests.flows.conftest import SMALL
