@@ -34,6 +34,18 @@ mlflow-ui: ## MLflow UI on the embedded store (http://127.0.0.1:5000)
 prefect-ui: ## Prefect server and UI (http://127.0.0.1:4200)
 	$(UV) run --frozen prefect server start --host 127.0.0.1
 
+drift: ## Drift check; AS_OF=2013-12-20
+	$(UV) run --frozen python -m flows.drift $(if $(AS_OF),--as-of $(AS_OF))
+
+stack-up: ## Start Prefect server, process worker and MLflow server in the background
+	$(UV) run --frozen python -m deployments.stack up
+
+stack-down: ## Stop the local stack
+	$(UV) run --frozen python -m deployments.stack down
+
+deploy: ## prefect deploy --all against the local stack
+	PREFECT_API_URL=http://127.0.0.1:4200/api $(UV) run --frozen prefect --no-prompt deploy --all
+
 status: ## Registry aliases; `make rollback REASON=...` to roll back
 	$(UV) run --frozen evergreen status
 
@@ -43,4 +55,4 @@ rollback: ## Move champion back to previous_champion (REASON required)
 clean: ## Remove the local state folder (.evergreen)
 	rm -rf .evergreen
 
-.PHONY: help install run features train test lint format mlflow-ui prefect-ui status rollback clean
+.PHONY: help install run features train drift stack-up stack-down deploy test lint format mlflow-ui prefect-ui status rollback clean
