@@ -102,10 +102,10 @@ class DriftConfig(_Strict):
     # on big windows flag trivial shifts).
     ks_pvalue: float = Field(0.01, gt=0, lt=1)
     ks_min_statistic: float = Field(0.2, gt=0, le=1)
-    # Categorical features (and numeric ones listed in psi_numeric_columns): PSI at or above threshold.
+    # Categorical features (and numeric ones listed in psi_numeric_columns): PSI at or above threshold,
+    # binned as Evidently bins (equal-width Sturges bins over both samples).
     psi_threshold: float = Field(0.2, gt=0)
     psi_numeric_columns: list[str] = []
-    psi_bins: int = Field(10, ge=2)
     # Overall decision: share of drifted features, or any drifted key feature, or prediction drift.
     drifted_share: float = Field(0.3, gt=0, le=1)
     # Delay-level features of the aircraft histories: they move when the world's delay level moves,
