@@ -89,6 +89,17 @@ def reference_profile(frame: pd.DataFrame, columns: list[str], scores: np.ndarra
     return profile
 
 
+def log_metrics(tracking_uri: str, run_id: str, values: dict[str, float]) -> None:
+    """Log many metrics to a finished or running run in one batched call."""
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    MlflowClient(tracking_uri).log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
+
+
 def log_json(obj: Any, artifact_file: str) -> None:
     import mlflow
 

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from evergreen.config import TuningConfig, WindowConfig
@@ -221,7 +220,3 @@ def train_final(
 
 def fit_rows(train: pd.DataFrame, validation_start: pd.Timestamp) -> int:
     return int((train["event_timestamp"] < validation_start).sum())
-
-
-def label_rate(frame: pd.DataFrame) -> float:
-    return float(np.mean(frame[LABEL])) if len(frame) else float("nan")

@@ -150,14 +150,7 @@ def training(
     with stage(timings, "register"):
         outcome = register_and_promote(cfg, logged.model_uri, logged.run_id, decision, lineage, reason, flow_run_id())
 
-    import mlflow
-
-    mlflow.set_tracking_uri(cfg.tracking_uri)
-    from mlflow import MlflowClient
-
-    MlflowClient(cfg.tracking_uri).log_batch(
-        logged.run_id, metrics=[_metric(f"stage_seconds.{k}", v) for k, v in timings.items()]
-    )
+    tracking.log_metrics(cfg.tracking_uri, logged.run_id, {f"stage_seconds.{k}": v for k, v in timings.items()})
     table_artifact(
         [{"stage": k, "seconds": v} for k, v in timings.items()],
         "training-stage-timings",
@@ -181,14 +174,6 @@ def training(
     }
     print(f"gate {decision.verdict}: version {outcome['version']}, champion is v{outcome['champion']}")
     return summary
-
-
-def _metric(key: str, value: float) -> Any:
-    import time
-
-    from mlflow.entities import Metric
-
-    return Metric(key, float(value), int(time.time() * 1000), 0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from evergreen import registry
+from evergreen import registry, tracking
 from evergreen.config import EvergreenConfig
 from evergreen.gate import GateDecision, decide
 from tasks.common import markdown_artifact, table_artifact
@@ -74,7 +74,7 @@ def run_gate(
     path.write_text(json.dumps(record, indent=1, default=str))
     c = registry.client(cfg.tracking_uri)
     c.log_dict(run_id, json.loads(json.dumps(record, default=str)), "gate/decision.json")
-    c.log_batch(run_id, metrics=_metric_batch(d))
+    tracking.log_metrics(cfg.tracking_uri, run_id, _gate_metrics(d))
     import matplotlib.pyplot as plt
 
     from evergreen.report import plot_gate
@@ -104,16 +104,11 @@ def run_gate(
     return d, path
 
 
-def _metric_batch(d: GateDecision) -> list:
-    import time
-
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    out = [Metric(f"holdout.{k}", v, now, 0) for k, v in d.challenger.items()]
+def _gate_metrics(d: GateDecision) -> dict[str, float]:
+    out = {f"holdout.{k}": v for k, v in d.challenger.items()}
     if d.champion:
-        out += [Metric(f"holdout.champion.{k}", v, now, 0) for k, v in d.champion.items()]
+        out |= {f"holdout.champion.{k}": v for k, v in d.champion.items()}
     if d.auc_diff:
-        out += [Metric(f"gate.auc_diff.{k}", float(d.auc_diff[k]), now, 0) for k in ("mean", "lower", "upper")]
-    out.append(Metric("gate.passed", float(d.passed), now, 0))
+        out |= {f"gate.auc_diff.{k}": float(d.auc_diff[k]) for k in ("mean", "lower", "upper")}
+    out["gate.passed"] = float(d.passed)
     return out
