@@ -41,6 +41,8 @@ class FeaturesConfig(_Strict):
     feast_repo: Path = Path("../feature_repo")
     feature_service: str = "flight_delay_v1"
     project: str = "evergreen"
+    # Point-in-time joins: "asof" = DuckDB ASOF JOIN (evergreen.asof_store), "duckdb" = Feast's own store.
+    offline_store: Literal["asof", "duckdb"] = "duckdb"
 
 
 class WindowConfig(_Strict):
@@ -118,6 +120,69 @@ class DriftConfig(_Strict):
     report_sample_rows: int = Field(20000, ge=100)
 
 
+class CanaryAnalysisConfig(_Strict):
+    """Canary vs champion, from the gateway's metrics over each step's bake window."""
+
+    # Fewer canary requests than this in a window: the analysis is inconclusive.
+    min_requests: int = Field(100, ge=1)
+    on_inconclusive: Literal["rollback", "proceed"] = "rollback"
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    # Canary p95 latency may exceed the champion's by this factor plus a fixed slack.
+    max_latency_p95_ratio: float = Field(1.5, ge=1)
+    latency_slack_ms: float = Field(20.0, ge=0)
+    # PSI between the canary's and the champion's predicted-probability histograms.
+    max_prediction_psi: float = Field(0.25, gt=0)
+    # Realised quality where labels came back through /feedback: mean log loss, canary vs champion.
+    min_labelled: int = Field(50, ge=1)
+    max_log_loss_increase: float = Field(0.05, ge=0)
+
+
+class RolloutConfig(_Strict):
+    # Roll a passing challenger out through the canary webhook instead of promoting it at once.
+    enabled: bool = False
+    webhook_url: str = "http://127.0.0.1:8800/rollout"
+    # Where the canary analysis reads the gateway's Prometheus metrics; empty = <webhook host>/metrics.
+    metrics_url: str = ""
+    # The HMAC secret: a Prefect Secret block if named, else this environment variable. Never logged.
+    secret_env: str = "EVERGREEN_ROLLOUT_SECRET"
+    secret_block: str = ""
+    steps: list[float] = Field(default_factory=lambda: [10.0, 25.0, 50.0, 100.0], min_length=1)
+    bake_seconds: float = Field(60.0, ge=0)
+    # Keep baking past bake_seconds until min_requests canary requests arrive, at most this long.
+    max_bake_seconds: float = Field(300.0, ge=0)
+    request_timeout_seconds: float = Field(5.0, gt=0)
+    retries: int = Field(3, ge=0, le=10)
+    backoff_seconds: float = Field(1.0, ge=0)
+    analysis: CanaryAnalysisConfig = CanaryAnalysisConfig()
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_rise_to_100(cls, v: list[float]) -> list[float]:
+        if any(not 0 < w <= 100 for w in v) or any(b <= a for a, b in zip(v, v[1:], strict=False)) or v[-1] != 100:
+            raise ValueError("steps must be increasing traffic percentages in (0, 100] ending at 100")
+        return v
+
+    @property
+    def resolved_metrics_url(self) -> str:
+        if self.metrics_url:
+            return self.metrics_url
+        base = self.webhook_url.split("://", 1)
+        host = base[1].split("/", 1)[0] if len(base) == 2 else base[0]
+        return f"{base[0]}://{host}/metrics"
+
+
+class ServingConfig(_Strict):
+    """The reference serving gateway (deployments/gateway.py)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8800, ge=0, le=65535)
+    # How often the gateway re-reads the registry aliases (a webhook also triggers a re-read).
+    reload_seconds: float = Field(10.0, gt=0)
+    # Signed webhooks older or newer than this are rejected (replay window).
+    signature_tolerance_seconds: float = Field(300.0, gt=0)
+    max_batch: int = Field(1000, ge=1)
+
+
 class EvergreenConfig(_Strict):
     home: Path = Path("../.evergreen")
     data: DataConfig = DataConfig()
@@ -128,6 +193,8 @@ class EvergreenConfig(_Strict):
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()
     drift: DriftConfig = DriftConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    serving: ServingConfig = ServingConfig()
     source_file: Path | None = Field(None, exclude=True)
     digest: str = Field("", exclude=True)
 
@@ -166,6 +233,10 @@ class EvergreenConfig(_Strict):
     @property
     def reports_dir(self) -> Path:
         return self.home / "reports"
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.home / "serving"
 
 
 def expand_env(text: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from evergreen.config import ConfigError
 from evergreen.data import DataError
 from evergreen.registry import RegistryError
+from evergreen.rollout import RolledBack
 from evergreen.validation import ValidationFailed
 
 USER_ERRORS = (ConfigError, DataError, ValidationFailed, RegistryError, ValueError, FileNotFoundError)
@@ -21,5 +22,8 @@ def run_flow(call: Callable[[], Any], render: Callable[[Any], str]) -> int:
     except USER_ERRORS as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 2
+    except RolledBack as e:
+        print(f"\nrolled back: {e}", file=sys.stderr)
+        return 1
     print(render(result))
     return 0

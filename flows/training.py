@@ -147,8 +147,17 @@ def training(
         )
 
     # ── 6. Register and promote ─────────────────────────────────────────────────────────────────
+    # With rollout enabled, a passing challenger reaches traffic through the canary rollout instead.
+    hand_off = decision.passed and cfg.rollout.enabled and champion_version is not None
     with stage(timings, "register"):
-        outcome = register_and_promote(cfg, logged.model_uri, logged.run_id, decision, lineage, reason, flow_run_id())
+        outcome = register_and_promote(
+            cfg, logged.model_uri, logged.run_id, decision, lineage, reason, flow_run_id(), promote=not hand_off
+        )
+    rollout_summary = None
+    if hand_off:
+        with stage(timings, "rollout"):
+            rollout_summary = run_rollout(config, outcome["version"], reason)
+            outcome["champion"] = rollout_summary["champion"]
 
     tracking.log_metrics(cfg.tracking_uri, logged.run_id, {f"stage_seconds.{k}": v for k, v in timings.items()})
     table_artifact(
@@ -170,10 +179,33 @@ def training(
         "train_rows": len(train),
         "holdout_rows": len(holdout),
         "tuning_trials": tuning.n_trials,
+        "rollout": rollout_summary,
         "timings": timings,
     }
+    if rollout_summary:
+        print(f"rollout {rollout_summary['status']}: {'; '.join(rollout_summary['reasons'])}")
     print(f"gate {decision.verdict}: version {outcome['version']}, champion is v{outcome['champion']}")
     return summary
+
+
+def run_rollout(config: str, version: str, reason: str) -> dict[str, Any]:
+    """The rollout flow as a subflow; its failure (a rollback) is reported, not re-raised: the
+    training run did its job, and the rollout's own run shows as failed with its decision record."""
+    from evergreen import registry
+    from flows.rollout import rollout
+
+    state = rollout(config=config, version=version, reason=f"gate passed ({reason})", return_state=True)
+    cfg = load_config(config)
+    champion = registry.alias_version(registry.client(cfg.tracking_uri), cfg.registry.model_name, registry.CHAMPION)
+    if state.is_completed():
+        rec = state.result()
+        return {"status": rec["status"], "champion": champion, "reasons": rec["reasons"]}
+    error = state.result(raise_on_failure=False)
+    return {
+        "status": "rolled-back" if state.is_failed() else state.type.value,
+        "champion": champion,
+        "reasons": [str(error)],
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:

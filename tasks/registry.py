@@ -19,8 +19,10 @@ def register_and_promote(
     lineage: dict[str, str],
     reason: str,
     flow_run: str | None,
+    promote: bool = True,
 ) -> dict[str, str | None]:
-    """Create the version with its gate tags, point ``challenger`` at it and, on pass, ``champion``.
+    """Create the version with its gate tags, point ``challenger`` at it and, on pass, ``champion``
+    (unless ``promote`` is false: then a canary rollout decides).
 
     The version is created and tagged before any alias moves; alias moves are applied as one
     change (restored on failure), so a crash leaves the aliases as they were.
@@ -40,7 +42,7 @@ def register_and_promote(
     why = f"{reason}: gate {decision.verdict} (run {run_id})"
     moves: list[tuple[str, str | None]] = [(registry.CHALLENGER, version)]
     old = registry.alias_version(c, name, registry.CHAMPION)
-    if decision.passed:
+    if decision.passed and promote:
         if old is not None and old != version:
             moves.append((registry.PREVIOUS, old))
         moves.append((registry.CHAMPION, version))

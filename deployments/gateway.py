@@ -1,0 +1,496 @@
+"""Reference serving gateway: ``@champion`` and ``@canary`` from MLflow, features from the Feast online
+store, a stable traffic split driven by the signed rollout webhook, Prometheus metrics.
+
+    EVERGREEN_ROLLOUT_SECRET=... python -m deployments.gateway --config configs/default.yaml --port 8800
+
+Endpoints: ``POST /predict``, ``POST /feedback`` (labels after the fact, for realised quality),
+``POST /rollout`` (the webhook), ``GET /health``, ``GET /metrics``.
+
+The registry is the source of truth for *which* versions serve: the gateway re-reads the aliases
+every ``serving.reload_seconds`` and whenever a webhook arrives. The webhook sets *how much* traffic
+the canary gets; that weight is kept in ``<home>/serving/state.json`` across restarts. No ``@canary``
+alias means weight 0, so a rollback that could not reach the gateway still takes effect on its next
+alias read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from pydantic import BaseModel, ConfigDict, Field
+
+from evergreen import registry
+from evergreen.config import EvergreenConfig, load_config
+from evergreen.rollout import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+
+log = logging.getLogger("evergreen.gateway")
+CANARY = "canary"
+ROLES = (registry.CHAMPION, CANARY)
+SPLIT_BUCKETS = 10_000
+REMEMBERED_PREDICTIONS = 200_000
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+PREDICTION_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+
+
+class Flight(BaseModel):
+    """One prediction request: the flight's keys and its request-time fields."""
+
+    model_config = ConfigDict(extra="forbid")
+    flight_id: str = Field(min_length=1)
+    tailnum: str = Field(min_length=1)
+    carrier: str = Field(min_length=1)
+    origin: str = Field(min_length=1)
+    dest: str = Field(min_length=1)
+    distance: float = Field(ge=0)
+    dep_hour: int = Field(ge=0, le=23)
+    day_of_week: int = Field(ge=0, le=6, description="0 = Monday, local time of departure")
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    flights: list[Flight] = Field(min_length=1)
+    return_features: bool = False
+
+
+class Outcome(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    flight_id: str
+    delayed: bool
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcomes: list[Outcome] = Field(min_length=1)
+
+
+@dataclass
+class Loaded:
+    version: str
+    model: Any
+    load_seconds: float
+    loaded_at: float
+
+
+def model_input(frame: pd.DataFrame, model: Any) -> pd.DataFrame:
+    """The model's signature columns in its dtypes (ints from JSON become the doubles it was logged with)."""
+    schema = model.metadata.get_input_schema()
+    if schema is None:
+        return frame
+    out = {}
+    for spec in schema.inputs:
+        col = frame[spec.name] if spec.name in frame.columns else pd.Series([None] * len(frame), index=frame.index)
+        kind = str(spec.type).lower()
+        if "string" in kind:
+            out[spec.name] = col.astype(object).where(col.notna(), None)
+        else:
+            out[spec.name] = pd.to_numeric(col, errors="coerce").astype("float64")
+    return pd.DataFrame(out, index=frame.index)
+
+
+def split_bucket(key: str) -> int:
+    """Stable bucket in [0, 10000) per request key: the same flight always meets the same model."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % SPLIT_BUCKETS
+
+
+class Metrics:
+    def __init__(self) -> None:
+        disable_created_metrics()  # no *_created series: they only add noise to every scrape
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "evergreen_gateway_requests", "Predictions served", ["role", "version", "outcome"], registry=r
+        )
+        self.latency = Histogram(
+            "evergreen_gateway_latency_seconds",
+            "Wall time of /predict calls, per serving version",
+            ["role", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.prediction = Histogram(
+            "evergreen_gateway_prediction",
+            "Predicted delay probability",
+            ["role", "version"],
+            buckets=PREDICTION_BUCKETS,
+            registry=r,
+        )
+        self.load_seconds = Gauge(
+            "evergreen_gateway_model_load_seconds", "Time to load a model version", ["role", "version"], registry=r
+        )
+        self.weight = Gauge("evergreen_gateway_canary_weight", "Canary traffic share in percent", registry=r)
+        self.feedback = Counter("evergreen_gateway_feedback", "Labelled outcomes matched", ["version"], registry=r)
+        self.feedback_log_loss = Counter(
+            "evergreen_gateway_feedback_log_loss", "Sum of log loss of labelled outcomes", ["version"], registry=r
+        )
+        self.feedback_log_loss_sq = Counter(
+            "evergreen_gateway_feedback_log_loss_squared",
+            "Sum of squared log loss of labelled outcomes (for its variance)",
+            ["version"],
+            registry=r,
+        )
+        self.webhooks = Counter("evergreen_gateway_webhooks", "Rollout webhooks by result", ["result"], registry=r)
+        self.reloads = Counter("evergreen_gateway_reloads", "Registry alias reads by result", ["result"], registry=r)
+
+
+class Gateway:
+    def __init__(self, cfg: EvergreenConfig, secret: str | None) -> None:
+        self.cfg = cfg
+        self.secret = secret
+        self.name = cfg.registry.model_name
+        self.metrics = Metrics()
+        self.lock = threading.RLock()
+        self.feast_lock = threading.Lock()
+        self.reload_lock = threading.Lock()
+        self.models: dict[str, Loaded | None] = {role: None for role in ROLES}
+        self.state_file = cfg.serving_dir / "state.json"
+        self.weight = 0.0
+        self.last_reload: float | None = None
+        self.reload_error: str | None = None
+        self.seen_signatures: dict[str, float] = {}
+        self.applied: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.served: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._stop = threading.Event()
+        self._store: Any = None
+        self._service: Any = None
+        self._client = registry.client(cfg.tracking_uri)
+
+    # ── models ──────────────────────────────────────────────────────────────────────────────────
+    def _load(self, role: str, version: str) -> Loaded:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.cfg.tracking_uri)  # models:/ URIs resolve against the global registry
+        mlflow.set_registry_uri(self.cfg.tracking_uri)
+        for existing in self.models.values():
+            if existing is not None and existing.version == version:
+                return existing
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
+        seconds = time.perf_counter() - t0
+        self.metrics.load_seconds.labels(role, version).set(seconds)
+        log.warning("loaded %s v%s as %s in %.2f s", self.name, version, role, seconds)
+        return Loaded(version, model, seconds, time.time())
+
+    def reload(self) -> dict[str, str | None]:
+        """Make the loaded models match the registry aliases (loads happen outside the serving lock)."""
+        with self.reload_lock:
+            try:
+                wanted = {role: registry.alias_version(self._client, self.name, role) for role in ROLES}
+                loaded = {
+                    role: (
+                        None
+                        if v is None
+                        else (self.models[role] if (m := self.models[role]) and m.version == v else self._load(role, v))
+                    )
+                    for role, v in wanted.items()
+                }
+            except Exception as e:  # a registry outage must not take serving down: keep what is loaded
+                self.reload_error = f"{type(e).__name__}: {e}"
+                self.metrics.reloads.labels("error").inc()
+                log.warning("alias reload failed: %s", self.reload_error)
+                raise
+            with self.lock:
+                self.models = loaded
+                if loaded[CANARY] is None and self.weight:
+                    self._set_weight(0.0, None)
+                self.last_reload, self.reload_error = time.time(), None
+            self.metrics.reloads.labels("ok").inc()
+            return wanted
+
+    def poll(self) -> None:
+        while not self._stop.wait(self.cfg.serving.reload_seconds):
+            try:
+                self.reload()
+            except Exception:  # noqa: S112 - recorded in reload_error and the reloads counter
+                continue
+
+    def _set_weight(self, weight: float, canary_version: str | None) -> None:
+        self.weight = weight
+        self.metrics.weight.set(weight)
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"weight": weight, "canary_version": canary_version, "at": time.time()}))
+        tmp.replace(self.state_file)
+
+    def restore_state(self) -> None:
+        """Re-apply the persisted weight only if it was set for the canary the registry still names."""
+        if not self.state_file.is_file():
+            return
+        state = json.loads(self.state_file.read_text())
+        canary = self.models[CANARY]
+        if canary is not None and state.get("canary_version") == canary.version:
+            self.weight = float(state.get("weight", 0.0))
+            self.metrics.weight.set(self.weight)
+
+    # ── features and prediction ─────────────────────────────────────────────────────────────────
+    def open_store(self) -> None:
+        """Build the Feast store once, before serving (Feast's import and registry read take seconds)."""
+        from evergreen.feature_store import get_store
+
+        with self.feast_lock:
+            if self._store is None:
+                self._store = get_store(self.cfg)
+                self._service = self._store.get_feature_service(self.cfg.features.feature_service)
+
+    def _features(self, flights: list[Flight]) -> pd.DataFrame:
+        self.open_store()
+        rows = [
+            {"origin": f.origin, "tailnum": f.tailnum, "carrier": f.carrier, "route": f"{f.origin}-{f.dest}"}
+            for f in flights
+        ]
+        with self.feast_lock:
+            feats = self._store.get_online_features(features=self._service, entity_rows=rows).to_df()
+        req = pd.DataFrame([f.model_dump() for f in flights])
+        feats = feats.drop(columns=[c for c in feats.columns if c in req.columns])
+        return pd.concat([req.reset_index(drop=True), feats.reset_index(drop=True)], axis=1)
+
+    def route(self, flights: list[Flight]) -> list[str]:
+        with self.lock:
+            weight, has_canary = self.weight, self.models[CANARY] is not None
+        cut = weight / 100.0 * SPLIT_BUCKETS
+        return [CANARY if has_canary and split_bucket(f.flight_id) < cut else registry.CHAMPION for f in flights]
+
+    def predict(self, req: PredictRequest) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        with self.lock:
+            models = dict(self.models)
+        champion = models[registry.CHAMPION]
+        if champion is None:
+            raise HTTPException(503, f"model '{self.name}' has no @champion yet: run the training flow first")
+        if len(req.flights) > self.cfg.serving.max_batch:
+            raise HTTPException(
+                413, f"{len(req.flights)} flights in one call; serving.max_batch is {self.cfg.serving.max_batch}"
+            )
+        roles = self.route(req.flights)
+        frame = self._features(req.flights)
+        probs = [math.nan] * len(roles)
+        served = list(roles)
+        fallback = [False] * len(roles)
+        for role in (CANARY, registry.CHAMPION):
+            idx = [i for i, r in enumerate(served) if r == role]
+            m = models[role]
+            if not idx or m is None:
+                continue
+            try:
+                out = m.model.predict(model_input(frame.iloc[idx].reset_index(drop=True), m.model))
+            except Exception as e:
+                self.metrics.requests.labels(role, m.version, "error").inc(len(idx))
+                if role == registry.CHAMPION:
+                    raise HTTPException(500, f"champion v{m.version} failed to predict: {type(e).__name__}: {e}") from e
+                log.warning("canary v%s failed on %d rows, served by champion: %s", m.version, len(idx), e)
+                for i in idx:  # the caller still gets an answer: the champion serves these rows
+                    served[i], fallback[i] = registry.CHAMPION, True
+                continue
+            for i, p in zip(idx, out, strict=True):
+                probs[i] = float(p)
+        elapsed = time.perf_counter() - t0
+        for role in set(served):
+            m = models[role]
+            assert m is not None
+            mine = [probs[i] for i, r in enumerate(served) if r == role]
+            self.metrics.latency.labels(role, m.version).observe(elapsed)
+            self.metrics.requests.labels(role, m.version, "ok").inc(len(mine))
+            for p in mine:
+                self.metrics.prediction.labels(role, m.version).observe(p)
+        results = []
+        with self.lock:
+            for i, (f, role, p) in enumerate(zip(req.flights, served, probs, strict=True)):
+                version = models[role].version  # type: ignore[union-attr]
+                self.served[f.flight_id] = (version, p)
+                row = {"flight_id": f.flight_id, "probability": p, "version": version, "role": role}
+                results.append(row | ({"fallback": True} if fallback[i] else {}))
+            while len(self.served) > REMEMBERED_PREDICTIONS:
+                self.served.popitem(last=False)
+        body: dict[str, Any] = {"model": self.name, "predictions": results}
+        if req.return_features:
+            body["features"] = json.loads(frame.to_json(orient="records"))
+        return body
+
+    def feedback(self, req: FeedbackRequest) -> dict[str, Any]:
+        matched, unknown = 0, []
+        with self.lock:
+            seen = [(o, self.served.get(o.flight_id)) for o in req.outcomes]
+        for o, hit in seen:
+            if hit is None:
+                unknown.append(o.flight_id)
+                continue
+            version, p = hit
+            p = min(max(p, 1e-6), 1 - 1e-6)
+            loss = -math.log(p) if o.delayed else -math.log(1 - p)
+            self.metrics.feedback.labels(version).inc()
+            self.metrics.feedback_log_loss.labels(version).inc(loss)
+            self.metrics.feedback_log_loss_sq.labels(version).inc(loss * loss)
+            matched += 1
+        return {"matched": matched, "unknown": unknown[:100], "unknown_count": len(unknown)}
+
+    # ── rollout webhook ─────────────────────────────────────────────────────────────────────────
+    def _reject(self, status: int, result: str, detail: str) -> JSONResponse:
+        self.metrics.webhooks.labels(result).inc()
+        log.warning("rollout webhook rejected (%s): %s", result, detail)
+        return JSONResponse({"detail": detail}, status_code=status)
+
+    def rollout(self, body: bytes, headers: dict[str, str]) -> JSONResponse:
+        if not self.secret:
+            return self._reject(
+                503, "no_secret", f"gateway started without ${self.cfg.rollout.secret_env}: webhooks disabled"
+            )
+        now = time.time()
+        tolerance = self.cfg.serving.signature_tolerance_seconds
+        signature = headers.get(SIGNATURE_HEADER.lower(), "")
+        problem = verify(self.secret, headers.get(TIMESTAMP_HEADER.lower(), ""), body, signature, now, tolerance)
+        if problem:
+            return self._reject(401, "unauthorized", problem)
+        with self.lock:
+            self.seen_signatures = {s: t for s, t in self.seen_signatures.items() if t > now - 2 * tolerance}
+            if signature in self.seen_signatures:
+                return self._reject(409, "replayed", "this signed request was already received (replay)")
+            self.seen_signatures[signature] = now
+        try:
+            p = json.loads(body)
+            action, version, key = str(p["action"]), str(p["version"]), str(p["idempotency_key"])
+            weight = float(p["weight"])
+        except (ValueError, KeyError, TypeError) as e:
+            return self._reject(400, "bad_payload", f"payload lacks or mangles a field: {e}")
+        if p.get("model") != self.name:
+            return self._reject(409, "wrong_model", f"this gateway serves '{self.name}', not '{p.get('model')}'")
+        if headers.get(IDEMPOTENCY_HEADER.lower(), key) != key:
+            return self._reject(400, "bad_payload", "Idempotency-Key header and payload disagree")
+        with self.lock:
+            if key in self.applied:
+                self.metrics.webhooks.labels("duplicate").inc()
+                return JSONResponse({**self.applied[key], "duplicate": True})
+        if action not in ("shift", "promote", "rollback") or not 0 <= weight <= 100:
+            return self._reject(400, "bad_payload", f"action {action!r} / weight {weight} not understood")
+        try:
+            wanted = self.reload()
+        except Exception as e:
+            return self._reject(503, "registry_unavailable", f"cannot read registry aliases: {e}")
+        if action == "shift" and wanted[CANARY] != version:
+            return self._reject(409, "alias_mismatch", f"registry @canary is {wanted[CANARY]}, payload says {version}")
+        if action == "promote" and wanted[registry.CHAMPION] != version:
+            return self._reject(
+                409, "alias_mismatch", f"registry @champion is {wanted[registry.CHAMPION]}, payload says {version}"
+            )
+        with self.lock:
+            if action == "shift":
+                self._set_weight(weight, version)
+            else:
+                self._set_weight(0.0, None)
+            result = {
+                "applied": True,
+                "action": action,
+                "weight": self.weight,
+                "champion": wanted[registry.CHAMPION],
+                "canary": wanted[CANARY],
+            }
+            self.applied[key] = result
+            while len(self.applied) > 1000:
+                self.applied.popitem(last=False)
+        self.metrics.webhooks.labels("applied").inc()
+        log.warning("rollout %s: v%s weight %.1f%%", action, version, self.weight)
+        return JSONResponse(result)
+
+    def health(self) -> dict[str, Any]:
+        with self.lock:
+            models = {
+                role: (None if m is None else {"version": m.version, "load_seconds": round(m.load_seconds, 3)})
+                for role, m in self.models.items()
+            }
+            return {
+                "status": "ok" if self.models[registry.CHAMPION] is not None else "no-champion",
+                "model": self.name,
+                "models": models,
+                "canary_weight": self.weight,
+                "last_reload": self.last_reload,
+                "reload_error": self.reload_error,
+                "webhooks": "enabled" if self.secret else "disabled (no secret)",
+            }
+
+
+def create_app(cfg: EvergreenConfig, secret: str | None) -> FastAPI:
+    gw = Gateway(cfg, secret)
+    try:
+        gw.reload()
+    except Exception as e:  # the poller keeps trying; /health says what is wrong
+        log.warning("initial alias read failed: %s", e)
+    gw.restore_state()
+    gw.open_store()
+    threading.Thread(target=gw.poll, name="alias-poller", daemon=True).start()
+    app = FastAPI(title="Evergreen serving gateway", version="1")
+    app.state.gateway = gw
+
+    @app.post("/predict")
+    def predict(req: PredictRequest) -> dict[str, Any]:
+        return gw.predict(req)
+
+    @app.post("/feedback")
+    def feedback(req: FeedbackRequest) -> dict[str, Any]:
+        return gw.feedback(req)
+
+    @app.post("/rollout")
+    async def rollout(request: Request) -> JSONResponse:
+        body = await request.body()
+        return gw.rollout(body, {k.lower(): v for k, v in request.headers.items()})
+
+    @app.get("/health")
+    def health() -> JSONResponse:
+        h = gw.health()
+        return JSONResponse(h, status_code=200 if h["status"] == "ok" else 503)
+
+    @app.get("/metrics")
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m deployments.gateway", description=__doc__.split("\n\n")[0])
+    default = os.environ.get("EVERGREEN_CONFIG") or str(
+        Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+    )
+    p.add_argument("--config", default=default)
+    p.add_argument("--host", default=None, help="default: serving.host")
+    p.add_argument("--port", type=int, default=None, help="default: serving.port")
+    args = p.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*type hint.*")  # MLflow's note about PythonModel.predict
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = load_config(args.config)
+    secret = os.environ.get(cfg.rollout.secret_env) or None
+    if secret is None:
+        log.warning("$%s is not set: /rollout answers 503 until the gateway restarts with it", cfg.rollout.secret_env)
+    import uvicorn
+
+    app = create_app(cfg, secret)
+    uvicorn.run(app, host=args.host or cfg.serving.host, port=args.port or cfg.serving.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
