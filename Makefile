@@ -37,6 +37,12 @@ prefect-ui: ## Prefect server and UI (http://127.0.0.1:4200)
 drift: ## Drift check; AS_OF=2013-12-20
 	$(UV) run --frozen python -m flows.drift $(if $(AS_OF),--as-of $(AS_OF))
 
+gateway: ## Serving gateway on 127.0.0.1:8800 (EVERGREEN_ROLLOUT_SECRET enables /rollout)
+	$(UV) run --frozen python -m deployments.gateway
+
+rollout: ## Canary rollout of a version; VERSION=3 (default: @challenger)
+	$(UV) run --frozen python -m flows.rollout $(if $(VERSION),--version $(VERSION))
+
 stack-up: ## Start Prefect server, process worker and MLflow server in the background
 	$(UV) run --frozen python -m deployments.stack up
 
@@ -55,4 +61,4 @@ rollback: ## Move champion back to previous_champion (REASON required)
 clean: ## Remove the local state folder (.evergreen)
 	rm -rf .evergreen
 
-.PHONY: help install run features train drift stack-up stack-down deploy test lint format mlflow-ui prefect-ui status rollback clean
+.PHONY: help install run features train drift gateway rollout stack-up stack-down deploy test lint format mlflow-ui prefect-ui status rollback clean

@@ -27,9 +27,11 @@ import time
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -42,7 +44,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.concurrency import run_in_threadpool
 
 from evergreen import registry
 from evergreen.config import EvergreenConfig, load_config
@@ -55,6 +58,7 @@ SPLIT_BUCKETS = 10_000
 REMEMBERED_PREDICTIONS = 200_000
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 PREDICTION_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+TIMESTAMP_SUFFIX = "__ts"  # Feast's suffix for a feature's event timestamp (epoch seconds)
 
 
 class Flight(BaseModel):
@@ -69,6 +73,14 @@ class Flight(BaseModel):
     distance: float = Field(ge=0)
     dep_hour: int = Field(ge=0, le=23)
     day_of_week: int = Field(ge=0, le=6, description="0 = Monday, local time of departure")
+    # When the prediction is made (default: now). Features older than their view's TTL, or newer
+    # than this instant, are served as missing, exactly as the offline point-in-time join does.
+    prediction_time: datetime | None = None
+
+    @field_validator("prediction_time")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return v.replace(tzinfo=UTC) if v is not None and v.tzinfo is None else v  # naive = UTC
 
 
 class PredictRequest(BaseModel):
@@ -177,6 +189,7 @@ class Gateway:
         self._stop = threading.Event()
         self._store: Any = None
         self._service: Any = None
+        self._ttl: dict[str, float] = {}
         self._client = registry.client(cfg.tracking_uri)
 
     # ── models ──────────────────────────────────────────────────────────────────────────────────
@@ -257,6 +270,12 @@ class Gateway:
             if self._store is None:
                 self._store = get_store(self.cfg)
                 self._service = self._store.get_feature_service(self.cfg.features.feature_service)
+                # feature -> its view's TTL in seconds (0 = never expires)
+                self._ttl = {
+                    f.name: self._store.get_feature_view(proj.name).ttl.total_seconds()
+                    for proj in self._service.feature_view_projections
+                    for f in proj.features
+                }
 
     def _features(self, flights: list[Flight]) -> pd.DataFrame:
         self.open_store()
@@ -265,8 +284,17 @@ class Gateway:
             for f in flights
         ]
         with self.feast_lock:
-            feats = self._store.get_online_features(features=self._service, entity_rows=rows).to_df()
-        req = pd.DataFrame([f.model_dump() for f in flights])
+            resp = self._store.get_online_features(features=self._service, entity_rows=rows)
+        feats = resp.to_df(include_event_timestamps=True)
+        now = time.time()
+        at = np.array([f.prediction_time.timestamp() if f.prediction_time else now for f in flights])
+        # The online store keeps the latest value per entity however old: apply the views' TTLs here,
+        # or serving would see stale values where training saw missing ones (training/serving skew).
+        for name, ttl in self._ttl.items():
+            stamp = feats.pop(name + TIMESTAMP_SUFFIX).to_numpy(dtype="float64")
+            usable = (stamp <= at) & ((ttl == 0) | (stamp >= at - ttl))
+            feats[name] = feats[name].where(usable, None)
+        req = pd.DataFrame([f.model_dump(exclude={"prediction_time"}) for f in flights])
         feats = feats.drop(columns=[c for c in feats.columns if c in req.columns])
         return pd.concat([req.reset_index(drop=True), feats.reset_index(drop=True)], axis=1)
 
@@ -455,8 +483,9 @@ def create_app(cfg: EvergreenConfig, secret: str | None) -> FastAPI:
 
     @app.post("/rollout")
     async def rollout(request: Request) -> JSONResponse:
-        body = await request.body()
-        return gw.rollout(body, {k.lower(): v for k, v in request.headers.items()})
+        body = await request.body()  # the exact bytes that were signed
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        return await run_in_threadpool(gw.rollout, body, headers)  # it may load a model: off the event loop
 
     @app.get("/health")
     def health() -> JSONResponse:

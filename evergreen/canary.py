@@ -98,12 +98,15 @@ def _round(v: float | None, digits: int = 4) -> float | None:
 
 
 def _buckets(snap: Snapshot, name: str, version: str) -> list[tuple[float, float]]:
-    rows = []
+    """One version's cumulative buckets, summed over its other labels (a version that served as
+    canary and then as champion has one series per role)."""
+    sums: dict[float, float] = {}
     for (sample, labels), value in snap.items():
         d = dict(labels)
         if sample == f"{name}_bucket" and d.get("version") == version:
-            rows.append((float(d["le"]), value))
-    return sorted(rows)
+            le = float(d["le"])
+            sums[le] = sums.get(le, 0.0) + value
+    return sorted(sums.items())
 
 
 def stats_for(snap: Snapshot, version: str) -> VersionStats:
@@ -189,7 +192,13 @@ class CanaryVerdict:
 def analyse(
     canary: VersionStats, champion: VersionStats, cfg: CanaryAnalysisConfig, baseline: str = "same window"
 ) -> CanaryVerdict:
-    """Judge the canary's window against the champion's; every check says what it saw and its limit."""
+    """Judge the canary's window against the champion's; every check says what it saw and its limit.
+
+    Prediction shift and realised quality depend on the traffic mix (hour of day, airports), so
+    they are only judged against champion traffic of the same window; errors and latency are also
+    judged against the champion's earlier traffic (e.g. at 100%, when the champion serves nothing).
+    """
+    concurrent = baseline == "same window"
     checks: list[Check] = []
     if canary.requests < cfg.min_requests:
         note = f"{int(canary.requests)} canary requests < min_requests {cfg.min_requests}: inconclusive"
@@ -213,8 +222,10 @@ def analyse(
     else:
         checks.append(Check("latency_p95", True, c95, None, "no champion latency to compare with: skipped"))
 
-    shift = histogram_psi(canary.prediction_buckets, champion.prediction_buckets)
-    if shift is not None:
+    shift = histogram_psi(canary.prediction_buckets, champion.prediction_buckets) if concurrent else None
+    if not concurrent:
+        checks.append(Check("prediction_shift", True, None, None, "no concurrent champion traffic: skipped"))
+    elif shift is not None:
         raw, noise = shift
         psi = max(raw - noise, 0.0)
         note = f"PSI {psi:.3f} beyond sampling noise (raw {raw:.3f}, noise {noise:.3f}) vs max {cfg.max_prediction_psi}"
@@ -223,7 +234,9 @@ def analyse(
         checks.append(Check("prediction_shift", True, None, None, "no champion predictions to compare with: skipped"))
 
     cl, bl = canary.mean_log_loss, champion.mean_log_loss
-    if (
+    if not concurrent:
+        checks.append(Check("realised_log_loss", True, None, None, "no concurrent champion traffic: skipped"))
+    elif (
         canary.labelled >= cfg.min_labelled
         and champion.labelled >= cfg.min_labelled
         and cl is not None

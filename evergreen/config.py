@@ -42,7 +42,7 @@ class FeaturesConfig(_Strict):
     feature_service: str = "flight_delay_v1"
     project: str = "evergreen"
     # Point-in-time joins: "asof" = DuckDB ASOF JOIN (evergreen.asof_store), "duckdb" = Feast's own store.
-    offline_store: Literal["asof", "duckdb"] = "duckdb"
+    offline_store: Literal["asof", "duckdb"] = "asof"
 
 
 class WindowConfig(_Strict):
@@ -130,8 +130,10 @@ class CanaryAnalysisConfig(_Strict):
     # Canary p95 latency may exceed the champion's by this factor plus a fixed slack.
     max_latency_p95_ratio: float = Field(1.5, ge=1)
     latency_slack_ms: float = Field(20.0, ge=0)
-    # PSI between the canary's and the champion's predicted-probability histograms.
-    max_prediction_psi: float = Field(0.25, gt=0)
+    # PSI (beyond sampling noise) between the canary's and the champion's predicted-probability
+    # histograms on the same traffic. Set to catch a broken canary (collapsed, inverted or shifted
+    # scores), not the legitimate change a retrain after drift brings: realised quality judges that.
+    max_prediction_psi: float = Field(1.0, gt=0)
     # Realised quality where labels came back through /feedback: mean log loss, canary vs champion.
     min_labelled: int = Field(50, ge=1)
     max_log_loss_increase: float = Field(0.05, ge=0)

@@ -109,6 +109,7 @@ def rollout(
         step["analysis"] = verdict.to_dict()
         if not verdict.passed:
             failure = f"step {i} ({weight:.0f}%): canary analysis failed: " + "; ".join(verdict.reasons)
+            break
 
     # ── 3a. Roll back: weight 0, aliases restored ────────────────────────────────────────────────
     if failure:

@@ -77,7 +77,13 @@ def deployments(stack) -> dict[str, str]:
 
 
 def test_deploy_creates_the_four_deployments(deployments):
-    assert set(deployments) == {"training/training", "training/retrain-on-drift", "drift/drift", "features/features"}
+    assert set(deployments) == {
+        "training/training",
+        "training/retrain-on-drift",
+        "drift/drift",
+        "features/features",
+        "rollout/rollout",
+    }
 
 
 def test_cron_deployment_really_gets_scheduled_runs(stack, deployments):
