@@ -443,3 +443,25 @@ def test_online_features_served_equal_the_offline_point_in_time_values(world):
             mismatches.append(name)
     assert not mismatches, merged[[f"{m}_{s}" for m in mismatches for s in ("offline", "online")]].head()
     assert merged[[f"{n}_online" for n in names]].notna().to_numpy().mean() > 0.5  # real values, not all nulls
+
+
+def test_the_secret_comes_from_a_prefect_secret_block_or_the_environment_and_is_never_recorded(world):
+    from prefect.blocks.system import Secret
+
+    from evergreen.rollout import RolloutError
+    from tasks.rollout import secret_for
+
+    name = f"rollout-secret-{uuid.uuid4().hex[:8]}"
+    Secret(value=SECRET).save(name)
+    cfg = world["cfg"]
+    with_block = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"secret_block": name})})
+    assert secret_for(with_block) == SECRET
+    missing = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"secret_block": "no-such-block"})})
+    with pytest.raises(RolloutError, match="no-such-block"):
+        secret_for(missing)
+    unset = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"secret_env": "EVERGREEN_UNSET_SECRET"})})
+    with pytest.raises(RolloutError, match="EVERGREEN_UNSET_SECRET"):
+        secret_for(unset)
+    records = (cfg.reports_dir / "rollout").glob("*.json")
+    assert all(SECRET not in p.read_text() for p in records)
+    assert SECRET not in (world["tmp"] / "gateway.log").read_text()
