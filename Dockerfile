@@ -1,5 +1,7 @@
 # Evergreen worker image, installed from uv.lock (multi-stage: build tools stay out of the runtime).
 # Build: docker build -t evergreen .      Run the main job: docker run -v $PWD/state:/data evergreen
+# Serving gateway: docker run -p 8800:8800 -e EVERGREEN_ROLLOUT_SECRET -v $PWD/state:/data evergreen \
+#                  python -m deployments.gateway --host 0.0.0.0
 
 FROM python:3.11-slim AS build
 RUN pip install --no-cache-dir uv==0.13.9
@@ -13,6 +15,7 @@ COPY tasks ./tasks
 COPY flows ./flows
 COPY configs ./configs
 COPY feature_repo ./feature_repo
+COPY deployments ./deployments
 COPY prefect.yaml ./
 RUN uv sync --frozen --no-dev
 

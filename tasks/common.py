@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import math
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +26,22 @@ def stage(timings: dict[str, float], name: str) -> Iterator[None]:
     finally:
         timings[name] = round(time.perf_counter() - t0, 3)
         logger.info("stage %s: %.2f s", name, timings[name])
+
+
+def prewarm(*modules: str) -> threading.Thread:
+    """Import heavy modules on a daemon thread while the caller's thread runs native code that
+    releases the GIL (LightGBM, DuckDB): their import then costs no wall time where they are used."""
+
+    def run() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: S112 - the real import later reports any error where it matters
+                continue
+
+    t = threading.Thread(target=run, name="prewarm-imports", daemon=True)
+    t.start()
+    return t
 
 
 def flow_run_id() -> str | None:
