@@ -179,6 +179,14 @@ def record(cfg: EvergreenConfig, rec: dict[str, Any]) -> Path:
     path = cfg.reports_dir / "rollout" / f"{rec['rollout_id']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rec, indent=1, default=str))
+    if rec["steps"]:
+        import matplotlib.pyplot as plt
+
+        from evergreen.report import plot_rollout
+
+        fig = plot_rollout(rec)
+        fig.savefig(path.with_suffix(".png"), dpi=100)
+        plt.close(fig)
     c = registry.client(cfg.tracking_uri)
     name, version = cfg.registry.model_name, rec["version"]
     c.set_model_version_tag(name, version, "evergreen.rollout.status", rec["status"])
@@ -191,7 +199,7 @@ def record(cfg: EvergreenConfig, rec: dict[str, Any]) -> Path:
         "",
         *[f"- {r}" for r in rec["reasons"]],
         "",
-        f"Decision record: `{path}`",
+        f"Decision record: `{path}`" + (f", picture: `{path.with_suffix('.png')}`" if rec["steps"] else ""),
     ]
     markdown_artifact("\n".join(lines), "rollout-decision", f"Rollout {rec['status']}")
     rows = [

@@ -215,6 +215,7 @@ def test_a_passing_gate_rolls_out_step_by_step_and_promotes(world):
     assert rec["promote_webhook"]["status"] == 200
     tags = world["client"].get_model_version(MODEL, v).tags
     assert tags["evergreen.rollout.status"] == "promoted" and Path(tags["evergreen.rollout.record"]).is_file()
+    assert Path(tags["evergreen.rollout.record"]).with_suffix(".png").stat().st_size > 10_000  # the picture
 
     # Every alias move of the rollout is in the audit log, with the rollout's flow run.
     moves = [(m.alias, m.from_version, m.to_version) for m in registry.history(world["client"], MODEL)]
