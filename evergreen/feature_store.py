@@ -1,7 +1,9 @@
 """Feast wiring: one store built from Evergreen's config, apply, backfill, point-in-time retrieval.
 
 The config is built in code (same content as ``feature_repo/feature_store.yaml``) so that the state
-folder follows ``home`` in the Evergreen config; the definitions are the repo's own module.
+folder follows ``home`` in the Evergreen config; the definitions are the repo's own module. The offline
+store is ``features.offline_store``: Evergreen's ASOF JOIN store (``evergreen.asof_store``) or Feast's
+own duckdb store, which give the same point-in-time joins.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def load_definitions(cfg: EvergreenConfig) -> ModuleType:
 def get_store(cfg: EvergreenConfig) -> FeatureStore:
     from feast import FeatureStore, RepoConfig
 
+    from evergreen.asof_store import STORE_TYPE
+
     _quiet_feast()
     cfg.home.mkdir(parents=True, exist_ok=True)
     repo_config = RepoConfig(
@@ -57,7 +61,7 @@ def get_store(cfg: EvergreenConfig) -> FeatureStore:
         provider="local",
         registry=str(cfg.feast_registry),
         online_store={"type": "sqlite", "path": str(cfg.feast_online_store)},
-        offline_store={"type": "duckdb"},
+        offline_store={"type": STORE_TYPE if cfg.features.offline_store == "asof" else "duckdb"},
         entity_key_serialization_version=3,
         repo_path=str(cfg.features.feast_repo),
     )
