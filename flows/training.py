@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ def training(
         raise ValueError(f"reason must be one of {REASONS}, got {reason!r}")
     cfg = load_config(config)
     timings: dict[str, float] = {}
+    started = time.perf_counter()
     run_dir_key = flow_run_id() or "local"
 
     # ── 1. Validate ─────────────────────────────────────────────────────────────────────────────
@@ -182,6 +184,7 @@ def training(
         "tuning_trials": tuning.n_trials,
         "rollout": rollout_summary,
         "timings": timings,
+        "flow_seconds": round(time.perf_counter() - started, 3),
     }
     if rollout_summary:
         print(f"rollout {rollout_summary['status']}: {'; '.join(rollout_summary['reasons'])}")
