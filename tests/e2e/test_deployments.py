@@ -20,7 +20,13 @@ FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def api(stack: Any, method: str, path: str, **kw: Any) -> Any:
-    r = httpx.request(method, f"{stack.prefect_api_url}{path}", timeout=30, **kw)
+    """One API call; a 503 (the SQLite-backed server busy under load) is retried as Prefect's own
+    client retries it, with backoff, before it counts as a failure."""
+    for attempt in range(6):
+        r = httpx.request(method, f"{stack.prefect_api_url}{path}", timeout=30, **kw)
+        if r.status_code != 503:
+            break
+        time.sleep(0.5 * 2**attempt)
     r.raise_for_status()
     return r.json() if r.content else None
 
