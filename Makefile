@@ -37,6 +37,9 @@ prefect-ui: ## Prefect server and UI (http://127.0.0.1:4200)
 drift: ## Drift check; AS_OF=2013-12-20
 	$(UV) run --frozen python -m flows.drift $(if $(AS_OF),--as-of $(AS_OF))
 
+replay: ## Replay 2013 week by week: static vs always-retrain vs Evergreen; START=2013-03-01 WEEKS=3 TRIALS=2 OUT=dir
+	$(UV) run --frozen python -m flows.replay $(if $(START),--start $(START)) $(if $(WEEKS),--weeks $(WEEKS)) $(if $(TRIALS),--trials $(TRIALS)) $(if $(OUT),--output $(OUT))
+
 gateway: ## Serving gateway on 127.0.0.1:8800 (EVERGREEN_ROLLOUT_SECRET enables /rollout)
 	$(UV) run --frozen python -m deployments.gateway
 
@@ -61,4 +64,4 @@ rollback: ## Move champion back to previous_champion (REASON required)
 clean: ## Remove the local state folder (.evergreen)
 	rm -rf .evergreen
 
-.PHONY: help install run features train drift gateway rollout stack-up stack-down deploy test lint format mlflow-ui prefect-ui status rollback clean
+.PHONY: help install run features train drift replay gateway rollout stack-up stack-down deploy test lint format mlflow-ui prefect-ui status rollback clean
