@@ -109,13 +109,13 @@ class DriftConfig(_Strict):
     psi_threshold: float = Field(0.2, gt=0)
     psi_numeric_columns: list[str] = []
     # Overall decision: share of drifted features, or any drifted key feature, or prediction drift.
-    drifted_share: float = Field(0.3, gt=0, le=1)
+    drifted_share: float = Field(0.4, gt=0, le=1)
     # Delay-level features of the aircraft histories: they move when the world's delay level moves,
     # and stay put from one ordinary week to the next (weather and 7-day rates do not).
     key_features: list[str] = ["delayed_share_7d", "mean_arr_delay_7d"]
-    prediction_psi_threshold: float = Field(0.2, gt=0)
+    prediction_psi_threshold: float = Field(0.3, gt=0)
     # No retraining event within this long (data time) after the champion's training as_of.
-    cooldown_days: float = Field(7.0, ge=0)
+    cooldown_days: float = Field(14.0, ge=0)
     # Evidently renders its HTML report on a sample of at most this many current rows.
     report_sample_rows: int = Field(20000, ge=100)
 

@@ -13,7 +13,7 @@ from evergreen.config import DriftConfig
 from evergreen.drift import PREDICTION, detect_drift, evidently_report, ks_test, psi, psi_categorical
 
 # No key features unless a test sets them: the share rule alone decides.
-CFG = DriftConfig(key_features=[])
+CFG = DriftConfig(key_features=[], drifted_share=0.3)  # one of three features drifting is drift here
 REAL_NUMERIC = ["distance", "dep_hour", "day_of_week", "month"]
 REAL_CATEGORICAL = ["carrier", "origin", "dest"]
 
