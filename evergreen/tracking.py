@@ -35,6 +35,17 @@ def setup(tracking_uri: str, experiment: str, artifact_root: Path) -> str:
     return str(exp.experiment_id)
 
 
+def warm_up(tracking_uri: str, experiment: str, artifact_root: Path) -> None:
+    """Pay MLflow's first-use costs ahead of time: open the tracking store (schema check, migrations
+    on a new file) and build the map of installed distributions that ``log_model`` checks explicit
+    requirements against. Each costs about a second the first time in a process."""
+    setup(tracking_uri, experiment, artifact_root)
+    from mlflow.utils import requirements_utils
+
+    # Private but stable since MLflow 2: the map is cached at module level once built.
+    requirements_utils._init_modules_to_packages_map()  # type: ignore[no-untyped-call]
+
+
 def git_sha() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)

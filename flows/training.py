@@ -98,8 +98,13 @@ def training(
 
     # ── 3. Tune ─────────────────────────────────────────────────────────────────────────────────
     with stage(timings, "tune"):
-        prewarm("mlflow", "mlflow.pyfunc")  # imported beside LightGBM's C++ work, not after it
         from evergreen import tracking
+
+        # MLflow's imports and first-use costs, paid beside LightGBM's C++ work, not after it.
+        warm = prewarm(
+            "mlflow.pyfunc",
+            lambda: tracking.warm_up(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root),
+        )
 
         data_fp = tracking.frame_fingerprint(train[["flight_id", "delayed", *columns]])
         study_name = f"{cfg.registry.model_name}-{cutoff:%Y%m%dT%H%M}-{cfg.digest[:8]}-{data_fp[:8]}"
@@ -121,6 +126,7 @@ def training(
         "evergreen.flow_run": flow_run_id() or "",
     }
     with stage(timings, "log_model"):
+        warm.join()  # one tracking-store setup at a time (it may create the experiment)
         logged = log_run(
             cfg,
             booster=booster,

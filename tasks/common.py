@@ -6,7 +6,7 @@ import importlib
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,18 +28,19 @@ def stage(timings: dict[str, float], name: str) -> Iterator[None]:
         logger.info("stage %s: %.2f s", name, timings[name])
 
 
-def prewarm(*modules: str) -> threading.Thread:
-    """Import heavy modules on a daemon thread while the caller's thread runs native code that
-    releases the GIL (LightGBM, DuckDB): their import then costs no wall time where they are used."""
+def prewarm(*steps: str | Callable[[], object]) -> threading.Thread:
+    """Import heavy modules (names) and run warm-up calls (callables) on a daemon thread while the
+    caller's thread runs native code that releases the GIL (LightGBM, DuckDB): their cost then takes
+    no wall time where they are used. Join the thread before using what it warms."""
 
     def run() -> None:
-        for name in modules:
+        for step in steps:
             try:
-                importlib.import_module(name)
-            except Exception:  # noqa: S112 - the real import later reports any error where it matters
+                importlib.import_module(step) if isinstance(step, str) else step()
+            except Exception:  # noqa: S112 - the real call later reports any error where it matters
                 continue
 
-    t = threading.Thread(target=run, name="prewarm-imports", daemon=True)
+    t = threading.Thread(target=run, name="prewarm", daemon=True)
     t.start()
     return t
 
