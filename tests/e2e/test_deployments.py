@@ -82,13 +82,14 @@ def deployments(stack) -> dict[str, str]:
     return {f"{flows[d['flow_id']]}/{d['name']}": d["id"] for d in api(stack, "POST", "/deployments/filter", json={})}
 
 
-def test_deploy_creates_the_four_deployments(deployments):
+def test_deploy_creates_every_deployment(deployments):
     assert set(deployments) == {
         "training/training",
         "training/retrain-on-drift",
         "drift/drift",
         "features/features",
         "rollout/rollout",
+        "replay/replay",
     }
 
 
