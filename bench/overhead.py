@@ -3,10 +3,14 @@
 Runs, each in a fresh process (as a deployment would), side by side:
   bare  - the same compute as a plain script: load, prepare, Feast retrieval, Optuna tuning, final
           fit, holdout scoring and the bootstrap gate; no Prefect, no MLflow, no GX;
-  flow  - ``python -m flows.training`` on the same data, config and trial budget.
-Prints the per-stage table of the last flow run, medians of both walls, and the ratio.
+  flow  - ``python -m flows.training`` on the same data, config and trial budget, reporting to a
+          Prefect server started once for the benchmark (as a worker's flow runs do); with
+          ``--ephemeral`` each flow process starts its own temporary server instead (the embedded
+          default of ``python -m flows.main``), which adds that server's start-up to every run.
+Prints the per-stage table of the last flow run, medians of both walls, the share of the flow body
+spent on validation, tracking and orchestration, and the ratio of the process walls.
 
-    uv run python bench/overhead.py --as-of 2013-07-01 --trials 30 --repeat 3
+    uv run python bench/overhead.py --as-of 2013-07-01 --trials 50 --repeat 3
 """
 
 from __future__ import annotations
@@ -16,11 +20,16 @@ import json
 import os
 import platform
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +68,38 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     return wall, out.stdout
 
 
+@contextmanager
+def prefect_server(env: dict[str, str], log: Path) -> Iterator[str]:
+    """A Prefect server on a free 127.0.0.1 port for the benchmark's flow runs; stopped on exit."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"the Prefect server did not start; its log:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def overhead_share(stages: dict[str, float], flow_seconds: float) -> dict[str, float]:
     """Validation = what the GX stages add to the critical path; tracking = logging and registering
     the model; orchestration = the flow body's time outside any stage (task and state handling)."""
@@ -78,8 +119,9 @@ def overhead_share(stages: dict[str, float], flow_seconds: float) -> dict[str, f
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--as-of", default="2013-07-01")
-    p.add_argument("--trials", type=int, default=30)
+    p.add_argument("--trials", type=int, default=50)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--ephemeral", action="store_true", help="each flow process starts its own temporary server")
     args = p.parse_args()
     base = Path(tempfile.mkdtemp(prefix="evergreen-bench-"))
     env = {
@@ -91,6 +133,19 @@ def main() -> None:
     config = str(ROOT / "configs" / "default.yaml")
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}")
     run([sys.executable, "-m", "flows.features", "--config", config], env)
+    try:
+        if args.ephemeral:
+            print("flow runs: each process starts a temporary Prefect server")
+            measure(args, env, config, base)
+        else:
+            with prefect_server(env, base / "prefect-server.log") as url:
+                print(f"flow runs: reporting to a Prefect server at {url}")
+                measure(args, {**env, "PREFECT_API_URL": url}, config, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Path) -> None:
     bare, flow, stages, shares = [], [], {}, []
     for i in range(args.repeat):
         for f in (base / "home").glob("optuna.db"):
@@ -130,7 +185,6 @@ def main() -> None:
     b, f = statistics.median(bare), statistics.median(flow)
     print(f"median process wall: bare {b:.1f} s, flow {f:.1f} s")
     print(f"ratio flow/bare = {f / b:.3f}")
-    shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -125,9 +125,9 @@ def training(
         "evergreen.reason": reason,
         "evergreen.flow_run": flow_run_id() or "",
     }
-    with stage(timings, "log_model"):
+    with stage(timings, "log_model"):  # the champion is scored on the same holdout meanwhile
         warm.join()  # one tracking-store setup at a time (it may create the experiment)
-        logged = log_run(
+        logging_run = log_run.submit(
             cfg,
             booster=booster,
             categories=categories,
@@ -141,10 +141,11 @@ def training(
             tags=lineage,
             validation_reports=[r.report_path for r in [*raw_results, *frame_results] if r.report_path],
         )
+        champion_version, champion_scores = score_champion(cfg, holdout)
+        logged = logging_run.result()
 
     # ── 5. Gate ─────────────────────────────────────────────────────────────────────────────────
     with stage(timings, "gate"):
-        champion_version, champion_scores = score_champion(cfg, holdout)
         decision, decision_path = run_gate(
             cfg,
             holdout,
