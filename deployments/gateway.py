@@ -28,7 +28,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -172,15 +171,19 @@ class Gateway:
         ]
         with self.feast_lock:
             resp = self._store.get_online_features(features=self._service, entity_rows=rows)
-        feats = resp.to_df(include_event_timestamps=True)
+        data = resp.to_dict(include_event_timestamps=True)
         now = time.time()
-        at = np.array([f.prediction_time.timestamp() if f.prediction_time else now for f in flights])
+        at = [f.prediction_time.timestamp() if f.prediction_time else now for f in flights]
         # The online store keeps the latest value per entity however old: apply the views' TTLs here,
         # or serving would see stale values where training saw missing ones (training/serving skew).
+        # Plain lists: a handful of rows, where per-column pandas calls would cost milliseconds.
         for name, ttl in self._ttl.items():
-            stamp = feats.pop(name + TIMESTAMP_SUFFIX).to_numpy(dtype="float64")
-            usable = (stamp <= at) & ((ttl == 0) | (stamp >= at - ttl))
-            feats[name] = feats[name].where(usable, None)
+            stamps = data.pop(name + TIMESTAMP_SUFFIX)
+            data[name] = [
+                v if s <= t and (ttl == 0 or s >= t - ttl) else None
+                for v, s, t in zip(data[name], stamps, at, strict=True)
+            ]
+        feats = pd.DataFrame(data)
         req = pd.DataFrame([f.model_dump(exclude={"prediction_time"}) for f in flights])
         feats = feats.drop(columns=[c for c in feats.columns if c in req.columns])
         return pd.concat([req.reset_index(drop=True), feats.reset_index(drop=True)], axis=1)

@@ -7,6 +7,7 @@ deployment. ``as_of`` replays history: only what was known at that instant is us
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -41,6 +42,15 @@ def parse_as_of(value: str | None, flights: pd.DataFrame) -> pd.Timestamp:
         return flights["known_at"].max().ceil("D")
     ts = pd.Timestamp(str(value))
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def plotting() -> None:
+    """Matplotlib (headless) and Optuna's plots: the tuning figures and the gate's picture need them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    importlib.import_module("matplotlib.pyplot")
+    importlib.import_module("optuna.visualization.matplotlib")
 
 
 @flow(name="training", log_prints=True)
@@ -104,6 +114,7 @@ def training(
         warm = prewarm(
             "mlflow.pyfunc",
             lambda: tracking.warm_up(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root),
+            plotting,
         )
 
         data_fp = tracking.frame_fingerprint(train[["flight_id", "delayed", *columns]])
@@ -125,9 +136,9 @@ def training(
         "evergreen.reason": reason,
         "evergreen.flow_run": flow_run_id() or "",
     }
-    with stage(timings, "log_model"):  # the champion is scored on the same holdout meanwhile
+    with stage(timings, "log_model"):
         warm.join()  # one tracking-store setup at a time (it may create the experiment)
-        logging_run = log_run.submit(
+        logged = log_run(
             cfg,
             booster=booster,
             categories=categories,
@@ -141,11 +152,10 @@ def training(
             tags=lineage,
             validation_reports=[r.report_path for r in [*raw_results, *frame_results] if r.report_path],
         )
-        champion_version, champion_scores = score_champion(cfg, holdout)
-        logged = logging_run.result()
 
     # ── 5. Gate ─────────────────────────────────────────────────────────────────────────────────
     with stage(timings, "gate"):
+        champion_version, champion_scores = score_champion(cfg, holdout)
         decision, decision_path = run_gate(
             cfg,
             holdout,
