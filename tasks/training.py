@@ -14,7 +14,6 @@ from prefect.cache_policies import NONE
 
 from evergreen import tracking
 from evergreen.config import EvergreenConfig
-from evergreen.model import save_model_files
 from evergreen.training import TuningResult, Windows, fit_rows, train_final, tune
 from tasks.common import table_artifact
 
@@ -105,6 +104,7 @@ def log_run(
     import mlflow
 
     from evergreen.features import to_model_frame
+    from evergreen.model import save_model_files  # imports mlflow.pyfunc: not at flow import time
 
     experiment_id = tracking.setup(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root)
     holdout_scores = np.asarray(booster.predict(to_model_frame(holdout, columns, categories)), dtype="float64")
