@@ -41,7 +41,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -124,25 +123,14 @@ def top_imports(module: str, env: dict[str, str], n: int = 6) -> list[tuple[str,
 
 
 # ── (b) event -> RUNNING ──────────────────────────────────────────────────────────────────────────
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 class LocalStack:
     """``deployments.stack`` through its CLI in a temp home; ``stop`` is safe to call at any point."""
 
     def __init__(self, home: Path, env: dict[str, str], worker_poll: float) -> None:
         self.home = home
         self.env = env
+        from deployments.stack import free_ports
+
         self.prefect_port, self.mlflow_port = free_ports(2)
         self.worker_poll = worker_poll
         self.api_url = f"http://127.0.0.1:{self.prefect_port}/api"

@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -71,9 +70,9 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
 @contextmanager
 def prefect_server(env: dict[str, str], log: Path) -> Iterator[str]:
     """A Prefect server on a free 127.0.0.1 port for the benchmark's flow runs; stopped on exit."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from deployments.stack import free_ports
+
+    (port,) = free_ports(1)
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

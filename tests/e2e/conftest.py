@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.stack import COMPONENTS, POOL_NAME, StackConfig, group_alive, read_pid
+from deployments.stack import COMPONENTS, POOL_NAME, StackConfig, free_ports, group_alive, read_pid
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -27,20 +26,6 @@ HOST = "127.0.0.1"
 WORKER_POLL = 2.0
 UP_TIMEOUT = 240.0
 DOWN_TIMEOUT = 120.0
-
-
-def free_ports(n: int, host: str = HOST) -> list[int]:
-    """n distinct ports that are free right now (bound together to port 0, then released)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass(frozen=True)
