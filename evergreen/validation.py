@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
@@ -120,3 +126,133 @@ def validate_frames(
 def require_valid(results: list[SuiteResult]) -> None:
     if not all(r.success for r in results):
         raise ValidationFailed(results)
+
+
+# ── GX in its own process ────────────────────────────────────────────────────────────────────────
+# Importing GX costs about 2 s of pure Python (its expectation registry, SciPy, Altair). In the
+# training flow it would run beside Feast's own imports and the retrieval, and two threads of pure
+# Python in one process take turns on the GIL: the cost lands on the critical path anyway. A process
+# of its own imports GX on the other core while the flow loads data and retrieves features.
+
+_HEADER = struct.Struct("!Q")
+
+
+def _send(stream: IO[bytes], obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)))
+    stream.write(data)
+    stream.flush()
+
+
+def _receive(stream: IO[bytes]) -> Any:
+    head = stream.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        raise EOFError
+    (size,) = _HEADER.unpack(head)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError
+    return pickle.loads(data)  # noqa: S301 - our own child process, over its own pipe
+
+
+class ValidatorProcess:
+    """Runs :func:`validate_frames` in a child process started at once (it imports GX right away).
+
+    Same results, same report files as the in-process call. Use it as a context manager, or call
+    :meth:`close`; requests from several threads are served one at a time.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "evergreen.validation"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+
+    def validate(
+        self, frames: dict[str, pd.DataFrame], report_dir: Path, suites_dir: Path = SUITES_DIR
+    ) -> list[SuiteResult]:
+        with self._lock:
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            try:
+                _send(self._proc.stdin, (frames, report_dir, suites_dir))
+                status, payload = _receive(self._proc.stdout)
+            except (EOFError, BrokenPipeError) as e:
+                raise RuntimeError(self._died()) from e
+        if status == "error":
+            error, trace = payload
+            error.add_note(f"raised in the validation process:\n{trace}")
+            raise error
+        results: list[SuiteResult] = payload
+        return results
+
+    def _died(self) -> str:
+        code = self._proc.wait()
+        self._stderr.seek(0)
+        tail = self._stderr.read().decode(errors="replace")[-3000:]
+        return (
+            f"the validation process (python -m evergreen.validation) ended unexpectedly with exit code {code}; "
+            f"its last output:\n{tail}"
+        )
+
+    def close(self) -> None:
+        """Tell the child to finish (end of its input) and wait for it; kill it if it hangs."""
+        if self._proc.poll() is None:
+            try:
+                assert self._proc.stdin is not None
+                self._proc.stdin.close()
+                self._proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self._proc.kill()
+                self._proc.wait()
+        for stream in (self._proc.stdin, self._proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:  # a child that died leaves a broken pipe: nothing to deliver
+                pass
+        self._stderr.close()
+
+    def __enter__(self) -> ValidatorProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _serve() -> None:
+    """The child's loop: one request (frames, report dir, suites dir) in, one reply out, until EOF."""
+    requests = sys.stdin.buffer
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything a library prints goes to stderr, not into the reply stream
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations  # noqa: F401 - imported now, while the parent does other work
+
+    while True:
+        try:
+            frames, report_dir, suites_dir = _receive(requests)
+        except EOFError:
+            return
+        try:
+            reply: tuple[str, Any] = ("ok", validate_frames(frames, report_dir, suites_dir))
+        except Exception as e:  # noqa: BLE001 - sent to the parent, which raises it
+            import traceback
+
+            trace = traceback.format_exc()
+            try:
+                pickle.dumps(e)
+            except Exception:  # noqa: BLE001 - an exception that does not pickle travels as text
+                e = RuntimeError(f"{type(e).__name__}: {e}")
+            reply = ("error", (e, trace))
+        _send(replies, reply)
+
+
+if __name__ == "__main__":
+    # Through the module's real name: the results pickle as evergreen.validation.SuiteResult.
+    from evergreen.validation import _serve as serve
+
+    serve()

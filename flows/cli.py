@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -27,3 +30,24 @@ def run_flow(call: Callable[[], Any], render: Callable[[Any], str]) -> int:
         return 1
     print(render(result))
     return 0
+
+
+def exit_now(code: int) -> None:
+    """End a flow's shell process without tearing the interpreter down.
+
+    Everything a normal exit does that matters still happens, in the same order: other non-daemon
+    threads are joined, then the atexit handlers run (Prefect drains its log and event workers,
+    logging flushes its handlers), then the standard streams are flushed. What is skipped is the
+    module-by-module finalisation of a heap holding pandas, LightGBM, DuckDB, MLflow, GX and Prefect:
+    about 2 s of a training run that the operating system does in no time by freeing the process.
+    """
+    for t in threading.enumerate():
+        if t is not threading.current_thread() and not t.daemon:
+            t.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing left to deliver
+            pass
+    os._exit(code)

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from evergreen.config import load_config
@@ -65,4 +64,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from flows.cli import exit_now
+
+    exit_now(main())

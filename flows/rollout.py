@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -162,4 +161,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from flows.cli import exit_now
+
+    exit_now(main())

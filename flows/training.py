@@ -10,7 +10,6 @@ import argparse
 import importlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from prefect import flow, get_run_logger
 from evergreen.config import load_config
 from evergreen.features import model_columns
 from evergreen.training import plan_windows, split_frame
+from evergreen.validation import ValidatorProcess
 from tasks.common import flow_run_id, prewarm, stage, table_artifact
 from tasks.data import load_raw_data, prepare
 from tasks.gate import run_gate, score_champion
@@ -71,39 +71,42 @@ def training(
     started = time.perf_counter()
     run_dir_key = flow_run_id() or "local"
 
-    # ── 1. Validate ─────────────────────────────────────────────────────────────────────────────
-    with stage(timings, "load"):
-        raw = load_raw_data(cfg)
-        flights = prepare(cfg, raw)
-        cutoff = parse_as_of(as_of, flights)
-        windows = plan_windows(cutoff, cfg.window)
-        lo, hi = windows.start - FEATURE_LOOKBACK, windows.end
-        in_batch = (flights["prediction_time"] >= lo) & (flights["prediction_time"] < hi)
-        wt = pd.to_datetime(raw.weather["time_hour"], utc=True)
-        report_dir = cfg.reports_dir / "validation" / run_dir_key
-        raw_batch = {
-            "flights": raw.flights[in_batch.to_numpy()],
-            "weather": raw.weather[((wt >= lo) & (wt < hi)).to_numpy()],
-            "planes": raw.planes,
-        }
-    # The raw batch is validated beside the retrieval (both only read): nothing is tuned, trained,
-    # logged or registered before its verdict is in. GX is mostly Python, the join mostly DuckDB.
-    raw_check = validate_batch.submit(raw_batch, report_dir, f"Raw batch {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}")
+    # GX runs in a process of its own, started now: its imports (pure Python, ~2 s) then use the
+    # other core while this one loads the data and imports Feast, instead of taking turns on one GIL.
+    with ValidatorProcess() as validator:
+        # ── 1. Validate ─────────────────────────────────────────────────────────────────────────────
+        with stage(timings, "load"):
+            raw = load_raw_data(cfg)
+            flights = prepare(cfg, raw)
+            cutoff = parse_as_of(as_of, flights)
+            windows = plan_windows(cutoff, cfg.window)
+            lo, hi = windows.start - FEATURE_LOOKBACK, windows.end
+            in_batch = (flights["prediction_time"] >= lo) & (flights["prediction_time"] < hi)
+            wt = pd.to_datetime(raw.weather["time_hour"], utc=True)
+            report_dir = cfg.reports_dir / "validation" / run_dir_key
+            raw_batch = {
+                "flights": raw.flights[in_batch.to_numpy()],
+                "weather": raw.weather[((wt >= lo) & (wt < hi)).to_numpy()],
+                "planes": raw.planes,
+            }
+        # The raw batch is validated beside the retrieval (both only read): nothing is tuned, trained,
+        # logged or registered before its verdict is in.
+        raw_check = validate_batch.submit(raw_batch, report_dir, f"Raw batch {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}", validator)
 
-    # ── 2. Retrieve (point-in-time, through Feast) ─────────────────────────────────────────────
-    with stage(timings, "retrieve"):
-        from evergreen.feature_store import feature_names
-        from tasks.features import retrieve
+        # ── 2. Retrieve (point-in-time, through Feast) ─────────────────────────────────────────────
+        with stage(timings, "retrieve"):
+            from evergreen.feature_store import feature_names
+            from tasks.features import retrieve
 
-        frame = retrieve(cfg, flights, windows.start, windows.end)
-        columns = model_columns(feature_names(cfg))
-        train, holdout = split_frame(frame, windows)
-    with stage(timings, "validate_raw"):  # what is left of it once the retrieval is done
-        raw_results = raw_check.result()
-    with stage(timings, "validate_frame"):
-        frame_results = validate_batch(
-            {"training_frame": pd.concat([train, holdout])}, report_dir, "Assembled training frame"
-        )
+            frame = retrieve(cfg, flights, windows.start, windows.end)
+            columns = model_columns(feature_names(cfg))
+            train, holdout = split_frame(frame, windows)
+        with stage(timings, "validate_raw"):  # what is left of it once the retrieval is done
+            raw_results = raw_check.result()
+        with stage(timings, "validate_frame"):
+            frame_results = validate_batch(
+                {"training_frame": pd.concat([train, holdout])}, report_dir, "Assembled training frame", validator
+            )
     logger.info("training rows %d, holdout rows %d, %d features", len(train), len(holdout), len(columns))
 
     # ── 3. Tune ─────────────────────────────────────────────────────────────────────────────────
@@ -251,4 +254,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from flows.cli import exit_now
+
+    exit_now(main())

@@ -28,3 +28,33 @@ def test_corrupt_batch_fails_with_expectation_column_and_count(raw_data, tmp_pat
     assert "nothing was trained" in text and str(tmp_path / "flights.json") in text
     full = json.loads((tmp_path / "flights.json").read_text())
     assert full["success"] is False and len(full["results"]) == results[0].evaluated
+
+
+def test_validator_process_gives_the_in_process_results_and_reports(raw_data, tmp_path):
+    from evergreen.validation import ValidatorProcess
+
+    good = {"flights": raw_data.flights.head(20000), "planes": raw_data.planes}
+    bad = raw_data.flights.head(5000).copy()
+    bad.loc[:99, "arr_delay"] = 99999.0
+    with ValidatorProcess() as v:
+        remote = v.validate(good, tmp_path / "child")
+        remote_bad = v.validate({"flights": bad}, tmp_path / "child-bad")
+        with pytest.raises(FileNotFoundError, match="expectation suite 'nosuch' not found") as e:
+            v.validate({"nosuch": bad}, tmp_path)  # the child's own error, raised here
+        assert "raised in the validation process" in e.value.__notes__[0]
+    local = validate_frames(good, tmp_path / "here")
+    assert [(r.suite, r.success, r.evaluated, r.rows) for r in remote] == [
+        (r.suite, r.success, r.evaluated, r.rows) for r in local
+    ]
+    assert (tmp_path / "child" / "flights.json").is_file()
+    assert "expect_column_values_to_be_between on column 'arr_delay', 100 unexpected" in remote_bad[0].summary()
+
+
+def test_validator_process_that_dies_gives_a_clear_error(raw_data, tmp_path):
+    from evergreen.validation import ValidatorProcess
+
+    v = ValidatorProcess()
+    v._proc.kill()  # a crash of the child, caused for real
+    with pytest.raises(RuntimeError, match="ended unexpectedly with exit code -9"):
+        v.validate({"planes": raw_data.planes}, tmp_path)
+    v.close()
