@@ -82,6 +82,35 @@ def load_suite_spec(name: str, suites_dir: Path = SUITES_DIR) -> dict[str, Any]:
     return spec
 
 
+# Expectations about the table's set of columns need every column; a row condition may name any.
+_WHOLE_TABLE = ("expect_table_column", "expect_column_to_exist")
+_COLUMN_KEYS = ("column", "column_A", "column_B", "column_list")
+
+
+def suite_columns(spec: dict[str, Any]) -> list[str] | None:
+    """The columns a suite reads, or None when it needs the whole table."""
+    columns: dict[str, None] = {}
+    for e in spec["expectations"]:
+        kwargs = e.get("kwargs", {})
+        if e["type"].startswith(_WHOLE_TABLE) or kwargs.get("row_condition"):
+            return None
+        for key in _COLUMN_KEYS:
+            value = kwargs.get(key)
+            for col in [value] if isinstance(value, str) else value or []:
+                columns[col] = None
+    return list(columns)
+
+
+def suite_view(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
+    """Only the columns the suite reads (GX copies whole rows while it filters: 43 columns where 8
+    are checked cost 0.5 s instead of 0.15 s). A column the frame lacks stays missing, and fails."""
+    wanted = suite_columns(spec)
+    if wanted is None:
+        return frame
+    present = [c for c in wanted if c in frame.columns]
+    return frame if len(present) == len(frame.columns) else frame[present]
+
+
 def _failure(r: Any) -> Failure:
     cfg = r.expectation_config
     res = r.result or {}
@@ -115,7 +144,8 @@ def validate_frames(
         batch_def = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
         vd = gx.ValidationDefinition(name=name, data=batch_def, suite=suite)
         # Timestamps with time zones confuse some GX metrics; the contracts check them for nulls only.
-        result = vd.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
+        view = suite_view(frame, spec)
+        result = vd.run(batch_parameters={"dataframe": view}, result_format="SUMMARY")
         path = report_dir / f"{name}.json"
         path.write_text(json.dumps(result.to_json_dict(), indent=1, default=str))  # type: ignore[no-untyped-call]
         failures = [_failure(r) for r in result.results if not r.success]
@@ -178,8 +208,10 @@ class ValidatorProcess:
     ) -> list[SuiteResult]:
         with self._lock:
             assert self._proc.stdin is not None and self._proc.stdout is not None
+            # Only the columns each suite reads cross the pipe; the row counts are the frames' own.
+            views = {name: self._view(name, f, suites_dir) for name, f in frames.items()}
             try:
-                _send(self._proc.stdin, (frames, report_dir, suites_dir))
+                _send(self._proc.stdin, (views, report_dir, suites_dir))
                 status, payload = _receive(self._proc.stdout)
             except (EOFError, BrokenPipeError) as e:
                 raise RuntimeError(self._died()) from e
@@ -189,6 +221,13 @@ class ValidatorProcess:
             raise error
         results: list[SuiteResult] = payload
         return results
+
+    @staticmethod
+    def _view(name: str, frame: pd.DataFrame, suites_dir: Path) -> pd.DataFrame:
+        try:
+            return suite_view(frame, load_suite_spec(name, suites_dir))
+        except (OSError, ValueError):  # the child reports a missing or broken suite, as in-process
+            return frame
 
     def _died(self) -> str:
         code = self._proc.wait()

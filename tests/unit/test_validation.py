@@ -58,3 +58,40 @@ def test_validator_process_that_dies_gives_a_clear_error(raw_data, tmp_path):
     with pytest.raises(RuntimeError, match="ended unexpectedly with exit code -9"):
         v.validate({"planes": raw_data.planes}, tmp_path)
     v.close()
+
+
+def test_suites_read_only_their_columns_unless_they_check_the_whole_table(raw_data, tmp_path):
+    from evergreen.validation import suite_columns
+
+    planes = raw_data.planes
+    column_level = {
+        "name": "planes_few",
+        "expectations": [
+            {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "tailnum"}},
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "no_such_column"}},
+        ],
+    }
+    whole_table = {
+        "name": "planes_all",
+        "expectations": [
+            {"type": "expect_table_column_count_to_equal", "kwargs": {"value": planes.shape[1]}},
+            {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "tailnum"}},
+        ],
+    }
+    for spec in (column_level, whole_table):
+        (tmp_path / f"{spec['name']}.json").write_text(json.dumps(spec))
+    assert suite_columns(column_level) == ["tailnum", "no_such_column"]
+    assert suite_columns(whole_table) is None
+    conditional = {
+        "expectations": [
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "seats", "row_condition": "engines>1"}}
+        ]
+    }
+    assert suite_columns(conditional) is None
+
+    few, whole = validate_frames({"planes_few": planes, "planes_all": planes}, tmp_path / "out", tmp_path)
+    # The view keeps the rows; a column the frame lacks is still missing and fails by name.
+    assert few.rows == len(planes) and not few.success
+    assert [f.column for f in few.failures] == ["no_such_column"]
+    # A whole-table expectation sees every column: the count matches the frame's, not the suite's 1.
+    assert whole.success, whole.summary()
