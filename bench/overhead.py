@@ -2,7 +2,8 @@
 
 Runs, each in a fresh process (as a deployment would), side by side:
   bare  - the same compute as a plain script: load, prepare, Feast retrieval, Optuna tuning, final
-          fit, holdout scoring and the bootstrap gate; no Prefect, no MLflow, no GX;
+          fit, holdout scoring and the bootstrap gate against the previous run's model (the flow's
+          champion); no Prefect, no MLflow, no GX;
   flow  - ``python -m flows.training`` on the same data, config and trial budget, reporting to a
           Prefect server started once for the benchmark (as a worker's flow runs do); with
           ``--ephemeral`` each flow process starts its own temporary server instead (the embedded
@@ -10,7 +11,7 @@ Runs, each in a fresh process (as a deployment would), side by side:
 Prints the per-stage table of the last flow run, medians of both walls, the share of the flow body
 spent on validation, tracking and orchestration, and the ratio of the process walls.
 
-    uv run python bench/overhead.py --as-of 2013-07-01 --trials 50 --repeat 3
+    uv run python bench/overhead.py --as-of 2013-07-01 --trials 50 --repeat 5
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 BARE = r"""
-import sys, time
-t0 = time.perf_counter()
+import json, sys, time
+t0 = time.perf_counter(); marks = {}
+def mark(name, t=[t0]):
+    now = time.perf_counter(); marks[name] = round(now - t[0], 3); t[0] = now
 import pandas as pd
 from evergreen.config import load_config
 from evergreen.data import load_raw, prepare_flights
@@ -43,18 +46,33 @@ from evergreen.features import entity_frame, model_columns, to_model_frame
 from evergreen import feature_store
 from evergreen.training import plan_windows, split_frame, tune, train_final, fit_rows
 from evergreen.gate import decide
+mark("imports")
 cfg = load_config(sys.argv[1]); as_of = pd.Timestamp(sys.argv[2], tz="UTC"); trials = int(sys.argv[3])
 raw = load_raw(cfg.data.source)
 f = prepare_flights(raw.flights, cfg.problem.lead_time_hours, cfg.problem.delay_threshold_minutes)
 w = plan_windows(as_of, cfg.window)
-frame = feature_store.historical_features(cfg, entity_frame(f, w.start, w.end))
+mark("load")
 cols = model_columns(feature_store.feature_names(cfg))
+frame = feature_store.historical_features(cfg, entity_frame(f, w.start, w.end))
 train, holdout = split_frame(frame, w)
+mark("retrieve")
 res, study = tune(train, cols, cfg.tuning, w.validation_start, "sqlite:///" + sys.argv[4], "bare", trials)
+mark("tune")
 booster, cats, _ = train_final(train, cols, cfg.tuning, res, fit_rows(train, w.validation_start))
+mark("train")
 p = booster.predict(to_model_frame(holdout, cols, cats))
-decide(holdout, holdout["delayed"].to_numpy(), p, None, cfg.gate)
-print(time.perf_counter() - t0)
+# The champion is the previous run's model, scored on the same holdout, as the flow's gate does.
+import lightgbm as lgb
+from pathlib import Path
+champion = Path(sys.argv[5])
+p_old = None
+if champion.is_file():
+    old_cats = json.loads(champion.with_suffix(".json").read_text())
+    p_old = lgb.Booster(model_file=str(champion)).predict(to_model_frame(holdout, cols, old_cats))
+decide(holdout, holdout["delayed"].to_numpy(), p, p_old, cfg.gate)
+booster.save_model(str(champion)); champion.with_suffix(".json").write_text(json.dumps(cats))
+mark("gate")
+print(json.dumps(marks))
 """
 
 
@@ -119,7 +137,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--as-of", default="2013-07-01")
     p.add_argument("--trials", type=int, default=50)
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--ephemeral", action="store_true", help="each flow process starts its own temporary server")
     args = p.parse_args()
     base = Path(tempfile.mkdtemp(prefix="evergreen-bench-"))
@@ -150,15 +168,19 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Path) -> None:
-    bare, flow, stages, shares = [], [], {}, []
+    bare, flow, shares = [], [], []
+    bare_stages: list[dict[str, float]] = []
+    flow_stages: list[dict[str, float]] = []
     for i in range(-1, args.repeat):  # round -1 warms the bytecode cache and the server; not counted
         for f in (base / "home").glob("optuna.db"):
             f.unlink()  # every repetition tunes from scratch, like the bare script
         db = base / f"bare-{i}.db"
         trials = str(args.trials if i >= 0 else 2)
-        wall, out = run([sys.executable, "-c", BARE, config, args.as_of, trials, str(db)], env)
+        champion = base / "bare-champion.txt"
+        wall, out = run([sys.executable, "-c", BARE, config, args.as_of, trials, str(db), str(champion)], env)
         if i >= 0:
             bare.append(wall)
+            bare_stages.append({**json.loads(out.strip().splitlines()[-1]), "process": wall})
         wall, out = run(
             [
                 sys.executable,
@@ -178,11 +200,21 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
         flow.append(wall)
         summary = json.loads(out[out.index("{") :])
         stages, flow_seconds = summary["timings"], summary["flow_seconds"]
+        flow_stages.append({**stages, "body": flow_seconds, "process": wall})
         shares.append(overhead_share(stages, flow_seconds))
-        print(f"rep {i + 1}: bare {bare[-1]:.1f} s, flow process {flow[-1]:.1f} s, flow body {flow_seconds:.1f} s")
-    print("\nstage timings of the last flow run (s):")
-    for k, v in stages.items():
-        print(f"  {k:<16}{v:>8.2f}")
+        print(
+            f"rep {i + 1}: bare {bare[-1]:.1f} s, flow process {flow[-1]:.1f} s (x{flow[-1] / bare[-1]:.3f}), "
+            f"flow body {flow_seconds:.1f} s"
+        )
+    print("\nmedian stage timings (s):")
+    print(f"  {'stage':<16}{'bare':>8}{'flow':>8}")
+    names = dict.fromkeys([*flow_stages[0], *bare_stages[0]])
+    for k in [n for n in names if n not in ("body", "process")] + ["body", "process"]:
+        cells = []
+        for runs in (bare_stages, flow_stages):
+            values = [r[k] for r in runs if k in r]
+            cells.append(f"{statistics.median(values):>8.2f}" if values else f"{'-':>8}")
+        print(f"  {k:<16}{''.join(cells)}")
     share = statistics.median(s["total"] for s in shares)
     last = shares[-1]
     print(
@@ -192,6 +224,10 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
     print(f"orchestration + tracking + validation share of the flow body: median {share:.1%} (target < 5%)")
     b, f = statistics.median(bare), statistics.median(flow)
     print(f"median process wall: bare {b:.1f} s, flow {f:.1f} s")
+    # Back-to-back pairs share the machine's state of the moment (this machine's speed drifts by up
+    # to 10% over minutes): the pairs' ratios show that spread, the medians' ratio is the figure.
+    pairs = sorted(x / y for x, y in zip(flow, bare, strict=True))
+    print(f"pair ratios: median {statistics.median(pairs):.3f}, range {pairs[0]:.3f} .. {pairs[-1]:.3f}")
     print(f"ratio flow/bare = {f / b:.3f}")
 
 
