@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -113,6 +114,11 @@ def test_model_is_logged_with_lineage_reference_and_probabilities(env, first):
     assert files == {"reference/profile.json", "reference/reference_sample.parquet"}
     tuning = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "tuning")}
     assert "tuning/optuna_history.png" in tuning and "tuning/optuna_param_importances.png" in tuning
+    gate = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "gate")}
+    assert gate == {"gate/decision.json", "gate/decision.png"}
+    picture = Path(first["decision_record"]).with_suffix(".png")
+    logged = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="gate/decision.png")
+    assert Path(logged).read_bytes() == picture.read_bytes()  # the decision record's picture, logged as is
     assert "holdout.roc_auc" in run.data.metrics and "stage_seconds.tune" in run.data.metrics
     model = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}@champion")
     sample = pd.read_parquet(
