@@ -206,10 +206,10 @@ class ValidatorProcess:
     def validate(
         self, frames: dict[str, pd.DataFrame], report_dir: Path, suites_dir: Path = SUITES_DIR
     ) -> list[SuiteResult]:
+        # Only the columns each suite reads cross the pipe; the row counts are the frames' own.
+        views = {name: self._view(name, f, suites_dir) for name, f in frames.items()}
         with self._lock:
             assert self._proc.stdin is not None and self._proc.stdout is not None
-            # Only the columns each suite reads cross the pipe; the row counts are the frames' own.
-            views = {name: self._view(name, f, suites_dir) for name, f in frames.items()}
             try:
                 _send(self._proc.stdin, (views, report_dir, suites_dir))
                 status, payload = _receive(self._proc.stdout)
@@ -226,7 +226,7 @@ class ValidatorProcess:
     def _view(name: str, frame: pd.DataFrame, suites_dir: Path) -> pd.DataFrame:
         try:
             return suite_view(frame, load_suite_spec(name, suites_dir))
-        except (OSError, ValueError):  # the child reports a missing or broken suite, as in-process
+        except (OSError, ValueError, KeyError):  # the child reports a missing or broken suite, as in-process
             return frame
 
     def _died(self) -> str:
