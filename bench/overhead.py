@@ -8,8 +8,9 @@ Runs, each in a fresh process (as a deployment would), side by side:
           Prefect server started once for the benchmark (as a worker's flow runs do); with
           ``--ephemeral`` each flow process starts its own temporary server instead (the embedded
           default of ``python -m flows.main``), which adds that server's start-up to every run.
-Prints the per-stage table of the last flow run, medians of both walls, the share of the flow body
-spent on validation, tracking and orchestration, and the ratio of the process walls.
+Prints each pair's walls and ratio, the median time of every stage for both side by side, the share of
+the flow body spent in validation, tracking and orchestration stages, the pair ratios' median and range,
+and the ratio of the median process walls.
 
     uv run python bench/overhead.py --as-of 2013-07-01 --trials 50 --repeat 5
 """

@@ -20,7 +20,8 @@ from typing import IO, Any
 
 import pandas as pd
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "configs" / "expectations"
+ROOT = Path(__file__).resolve().parent.parent
+SUITES_DIR = ROOT / "configs" / "expectations"
 
 
 @dataclass
@@ -124,13 +125,19 @@ def _failure(r: Any) -> Failure:
     )
 
 
+def _import_gx() -> Any:
+    """GX, imported with its usage analytics off (a flow must not call out)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+
+    return gx
+
+
 def validate_frames(
     frames: dict[str, pd.DataFrame], report_dir: Path, suites_dir: Path = SUITES_DIR
 ) -> list[SuiteResult]:
     """Run the suite named like each frame; write each full result to ``report_dir/<suite>.json``."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    import great_expectations as gx
-
+    gx = _import_gx()
     context = gx.get_context(mode="ephemeral")
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -147,7 +154,7 @@ def validate_frames(
         view = suite_view(frame, spec)
         result = vd.run(batch_parameters={"dataframe": view}, result_format="SUMMARY")
         path = report_dir / f"{name}.json"
-        path.write_text(json.dumps(result.to_json_dict(), indent=1, default=str))  # type: ignore[no-untyped-call]
+        path.write_text(json.dumps(result.to_json_dict(), indent=1, default=str))
         failures = [_failure(r) for r in result.results if not r.success]
         results.append(SuiteResult(name, bool(result.success), len(result.results), len(frame), failures, path))
     return results
@@ -200,7 +207,7 @@ class ValidatorProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=ROOT,
         )
 
     def validate(
@@ -268,8 +275,7 @@ def _serve() -> None:
     requests = sys.stdin.buffer
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything a library prints goes to stderr, not into the reply stream
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    import great_expectations  # noqa: F401 - imported now, while the parent does other work
+    _import_gx()  # now, while the parent does other work
 
     while True:
         try:
