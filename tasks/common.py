@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import math
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,23 +24,6 @@ def stage(timings: dict[str, float], name: str) -> Iterator[None]:
     finally:
         timings[name] = round(time.perf_counter() - t0, 3)
         logger.info("stage %s: %.2f s", name, timings[name])
-
-
-def prewarm(*steps: str | Callable[[], object]) -> threading.Thread:
-    """Import heavy modules (names) and run warm-up calls (callables) on a daemon thread while the
-    caller's thread runs native code that releases the GIL (LightGBM, DuckDB): their cost then takes
-    no wall time where they are used. Join the thread before using what it warms."""
-
-    def run() -> None:
-        for step in steps:
-            try:
-                importlib.import_module(step) if isinstance(step, str) else step()
-            except Exception:  # noqa: S112 - the real call later reports any error where it matters
-                continue
-
-    t = threading.Thread(target=run, name="prewarm", daemon=True)
-    t.start()
-    return t
 
 
 def flow_run_id() -> str | None:
