@@ -119,10 +119,10 @@ def prefect_server(env: dict[str, str], log: Path) -> Iterator[str]:
 
 
 def overhead_share(stages: dict[str, float], flow_seconds: float) -> dict[str, float]:
-    """Validation = what the GX stages add to the critical path; tracking = logging and registering
-    the model; orchestration = the flow body's time outside any stage (task and state handling)."""
+    """Validation = what the GX stages add to the critical path; tracking = logging the run (what the
+    flow waits for of it), recording the gate's decision and registering the model; orchestration = the flow body's time outside any stage (task and state handling)."""
     validation = stages.get("validate_raw", 0) + stages.get("validate_frame", 0)
-    tracking = stages.get("log_model", 0) + stages.get("register", 0)
+    tracking = stages.get("log_model", 0) + stages.get("record", 0) + stages.get("register", 0)
     orchestration = max(flow_seconds - sum(stages.values()), 0.0)
     total = (validation + tracking + orchestration) / flow_seconds
     return {
@@ -175,38 +175,34 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
     for i in range(-1, args.repeat):  # round -1 warms the bytecode cache and the server; not counted
         for f in (base / "home").glob("optuna.db"):
             f.unlink()  # every repetition tunes from scratch, like the bare script
-        db = base / f"bare-{i}.db"
         trials = str(args.trials if i >= 0 else 2)
-        champion = base / "bare-champion.txt"
-        wall, out = run([sys.executable, "-c", BARE, config, args.as_of, trials, str(db), str(champion)], env)
+
+        def run_bare(i: int = i, trials: str = trials) -> None:
+            db, champion = base / f"bare-{i}.db", base / "bare-champion.txt"
+            wall, out = run([sys.executable, "-c", BARE, config, args.as_of, trials, str(db), str(champion)], env)
+            if i >= 0:
+                bare.append(wall)
+                bare_stages.append({**json.loads(out.strip().splitlines()[-1]), "process": wall})
+
+        def run_flow(i: int = i, trials: str = trials) -> None:
+            cmd = [sys.executable, "-m", "flows.training", "--config", config, "--as-of", args.as_of]
+            wall, out = run([*cmd, "--trials", trials], env)
+            if i >= 0:
+                flow.append(wall)
+                summary = json.loads(out[out.index("{") :])
+                stages, flow_seconds = summary["timings"], summary["flow_seconds"]
+                flow_stages.append({**stages, "body": flow_seconds, "process": wall})
+                shares.append(overhead_share(stages, flow_seconds))
+
+        # Alternate which goes first: a machine speeding up or slowing down over the run then favours
+        # neither side.
+        for step in (run_bare, run_flow) if i % 2 else (run_flow, run_bare):
+            step()
         if i >= 0:
-            bare.append(wall)
-            bare_stages.append({**json.loads(out.strip().splitlines()[-1]), "process": wall})
-        wall, out = run(
-            [
-                sys.executable,
-                "-m",
-                "flows.training",
-                "--config",
-                config,
-                "--as-of",
-                args.as_of,
-                "--trials",
-                trials,
-            ],
-            env,
-        )
-        if i < 0:
-            continue
-        flow.append(wall)
-        summary = json.loads(out[out.index("{") :])
-        stages, flow_seconds = summary["timings"], summary["flow_seconds"]
-        flow_stages.append({**stages, "body": flow_seconds, "process": wall})
-        shares.append(overhead_share(stages, flow_seconds))
-        print(
-            f"rep {i + 1}: bare {bare[-1]:.1f} s, flow process {flow[-1]:.1f} s (x{flow[-1] / bare[-1]:.3f}), "
-            f"flow body {flow_seconds:.1f} s"
-        )
+            print(
+                f"rep {i + 1}: bare {bare[-1]:.1f} s, flow process {flow[-1]:.1f} s (x{flow[-1] / bare[-1]:.3f}), "
+                f"flow body {flow_stages[-1]['body']:.1f} s"
+            )
     print("\nmedian stage timings (s):")
     print(f"  {'stage':<16}{'bare':>8}{'flow':>8}")
     names = dict.fromkeys([*flow_stages[0], *bare_stages[0]])
@@ -226,7 +222,8 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
     b, f = statistics.median(bare), statistics.median(flow)
     print(f"median process wall: bare {b:.1f} s, flow {f:.1f} s")
     # Back-to-back pairs share the machine's state of the moment (this machine's speed drifts by up
-    # to 10% over minutes): the pairs' ratios show that spread, the medians' ratio is the figure.
+    # to 10% over minutes), in alternating order: the pairs' ratios show the spread, the medians'
+    # ratio is the figure.
     pairs = sorted(x / y for x, y in zip(flow, bare, strict=True))
     print(f"pair ratios: median {statistics.median(pairs):.3f}, range {pairs[0]:.3f} .. {pairs[-1]:.3f}")
     print(f"ratio flow/bare = {f / b:.3f}")

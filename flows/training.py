@@ -24,7 +24,7 @@ from evergreen.validation import ValidatorProcess
 from evergreen.worker import WorkerProcess
 from tasks.common import flow_run_id, stage, table_artifact
 from tasks.data import load_raw_data, prepare
-from tasks.gate import run_gate, score_champion
+from tasks.gate import record_gate, run_gate, score_champion
 from tasks.registry import register_and_promote
 from tasks.training import log_run, train_model, tune_model
 from tasks.validation import validate_batch
@@ -132,7 +132,7 @@ def training(
             "evergreen.reason": reason,
             "evergreen.flow_run": flow_run_id() or "",
         }
-        with stage(timings, "log_model"):  # hands the run over; the gate waits for it
+        with stage(timings, "log_model"):  # hands the run over; its end is waited for after the gate
             pending = log_run(
                 cfg,
                 tracker,
@@ -149,17 +149,20 @@ def training(
             )
 
         # ── 5. Gate ─────────────────────────────────────────────────────────────────────────────
-        with stage(timings, "gate"):
+        with stage(timings, "gate"):  # decided while the tracking process logs the run
             champion_version, champion_scores = score_champion(champion_job)
-            decision, decision_path, logged = run_gate(
+            decision = run_gate(
                 cfg,
-                tracker,
                 holdout,
-                pending,
+                pending.holdout_scores,
                 champion_version,
                 champion_scores,
                 {"start": windows.holdout_start.isoformat(), "end": windows.end.isoformat()},
             )
+        with stage(timings, "log_model"):  # what is left of the logging
+            logged = pending.result()
+        with stage(timings, "record"):
+            decision_path = record_gate(cfg, tracker, decision, logged)
 
         # ── 6. Register and promote ─────────────────────────────────────────────────────────────
         # With rollout enabled, a passing challenger reaches traffic through the canary rollout instead.

@@ -15,14 +15,14 @@ from prefect.logging import get_run_logger
 
 @contextmanager
 def stage(timings: dict[str, float], name: str) -> Iterator[None]:
-    """Time one stage of a flow body into ``timings`` and log its start and duration."""
+    """Time one stage of a flow body into ``timings`` (added to its earlier parts, if any) and log it."""
     logger = get_run_logger()
     logger.info("stage %s: started", name)
     t0 = time.perf_counter()
     try:
         yield
     finally:
-        timings[name] = round(time.perf_counter() - t0, 3)
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t0, 3)  # a stage may come back
         logger.info("stage %s: %.2f s", name, timings[name])
 
 

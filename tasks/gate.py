@@ -16,7 +16,7 @@ from evergreen.config import EvergreenConfig
 from evergreen.gate import GateDecision, decide
 from evergreen.worker import WorkerProcess
 from tasks.common import markdown_artifact, table_artifact
-from tasks.training import LoggedModel, PendingLog
+from tasks.training import LoggedModel
 
 
 @task(name="score-champion", cache_policy=NONE)
@@ -50,32 +50,16 @@ def _markdown(d: GateDecision, version_hint: str) -> str:
 @task(name="gate-challenger", cache_policy=NONE)
 def run_gate(
     cfg: EvergreenConfig,
-    tracker: WorkerProcess,
     holdout: pd.DataFrame,
-    pending: PendingLog,
+    challenger_scores: np.ndarray,
     champion_version: str | None,
     champion_scores: np.ndarray | None,
     windows: dict[str, str],
-) -> tuple[GateDecision, Path, LoggedModel]:
-    """Decide, then (once the training run is logged) write the one decision record: a JSON file,
-    the run's ``gate/decision.{json,png}`` and metrics, and the Prefect artifacts."""
+) -> GateDecision:
+    """Challenger vs champion on the same holdout, by the configured rules; the Prefect artifacts."""
     y = holdout["delayed"].to_numpy()
-    d = decide(holdout, y, pending.holdout_scores, champion_scores, cfg.gate, champion_version)
+    d = decide(holdout, y, challenger_scores, champion_scores, cfg.gate, champion_version)
     d.holdout_window = windows
-    logged = pending.result()  # the record names the run
-    record = {**d.as_dict(), "mlflow_run_id": logged.run_id, "model_name": cfg.registry.model_name}
-    path = cfg.reports_dir / "gate" / f"{logged.run_id}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1, default=str))
-    on_run = tracker.submit(
-        tracking_jobs.log_gate,
-        cfg.tracking_uri,
-        logged.run_id,
-        record,
-        d,
-        cfg.gate.max_slice_regression,
-        path.with_suffix(".png"),
-    )
     hint = f"champion v{champion_version}" if champion_version else "cold start"
     markdown_artifact(_markdown(d, hint), "gate-decision", f"Gate {d.verdict}: challenger vs {hint}")
     table_artifact(
@@ -94,5 +78,24 @@ def run_gate(
         "gate-slices",
         "Per-slice ROC AUC on the holdout",
     )
-    on_run.result()  # nothing is registered before the record is complete
-    return d, path, logged
+    return d
+
+
+@task(name="record-gate-decision", cache_policy=NONE)
+def record_gate(cfg: EvergreenConfig, tracker: WorkerProcess, d: GateDecision, logged: LoggedModel) -> Path:
+    """The one decision record: a JSON file named by the run, and on the run ``gate/decision.json``,
+    its picture ``gate/decision.png`` and the gate's metrics. Complete before anything is registered."""
+    record = {**d.as_dict(), "mlflow_run_id": logged.run_id, "model_name": cfg.registry.model_name}
+    path = cfg.reports_dir / "gate" / f"{logged.run_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, default=str))
+    tracker.submit(
+        tracking_jobs.log_gate,
+        cfg.tracking_uri,
+        logged.run_id,
+        record,
+        d,
+        cfg.gate.max_slice_regression,
+        path.with_suffix(".png"),
+    ).result()
+    return path
