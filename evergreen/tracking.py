@@ -74,32 +74,30 @@ def pip_requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in MODEL_PACKAGES]
 
 
-def feature_profile(frame: pd.DataFrame, columns: list[str], bins: int = 10) -> dict[str, Any]:
+def reference_profile(frame: pd.DataFrame, columns: list[str], scores: np.ndarray, bins: int = 10) -> dict[str, Any]:
     """Per-feature reference for drift checks, computed once at training time: decile edges and
-    bin shares for numeric columns, category shares for the rest."""
-    return {"rows": int(len(frame)), "features": {col: _column_profile(frame[col], bins) for col in columns}}
-
-
-def with_score_profile(profile: dict[str, Any], scores: np.ndarray, bins: int = 10) -> dict[str, Any]:
-    """The profile with the score distribution added (``__score__``; the scores may be a sample)."""
-    return {**profile, "features": {**profile["features"], "__score__": _column_profile(pd.Series(scores), bins)}}
-
-
-def _column_profile(s: pd.Series, bins: int) -> dict[str, Any]:
-    if s.dtype == object or isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s):
-        shares = s.astype(str).value_counts(normalize=True)
-        return {"kind": "categorical", "shares": {str(k): float(v) for k, v in shares.items()}}
-    x = pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64")
-    valid = x[~np.isnan(x)]
-    edges = np.unique(np.quantile(valid, np.linspace(0, 1, bins + 1))) if len(valid) else np.array([])
-    counts = np.histogram(valid, bins=edges)[0] if len(edges) > 1 else np.array([len(valid)])
-    return {
-        "kind": "numeric",
-        "edges": edges.tolist(),
-        "shares": (counts / max(len(valid), 1)).tolist(),
-        "null_share": float(np.isnan(x).mean()) if len(x) else 0.0,
-        "mean": float(valid.mean()) if len(valid) else None,
-    }
+    bin shares for numeric columns, category shares for the rest, and the score distribution."""
+    profile: dict[str, Any] = {"rows": int(len(frame)), "features": {}}
+    for col in [*columns, "__score__"]:
+        s = pd.Series(scores, name=col) if col == "__score__" else frame[col]  # scores may be a sample
+        if col != "__score__" and (
+            s.dtype == object or isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(s)
+        ):
+            shares = s.astype(str).value_counts(normalize=True)
+            profile["features"][col] = {"kind": "categorical", "shares": {str(k): float(v) for k, v in shares.items()}}
+            continue
+        x = pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64")
+        valid = x[~np.isnan(x)]
+        edges = np.unique(np.quantile(valid, np.linspace(0, 1, bins + 1))) if len(valid) else np.array([])
+        counts = np.histogram(valid, bins=edges)[0] if len(edges) > 1 else np.array([len(valid)])
+        profile["features"][col] = {
+            "kind": "numeric",
+            "edges": edges.tolist(),
+            "shares": (counts / max(len(valid), 1)).tolist(),
+            "null_share": float(np.isnan(x).mean()) if len(x) else 0.0,
+            "mean": float(valid.mean()) if len(valid) else None,
+        }
+    return profile
 
 
 def log_metrics(tracking_uri: str, run_id: str, values: dict[str, float]) -> None:

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
-
-from evergreen.worker import portable_error
-from evergreen.worker import receive as _receive
-from evergreen.worker import send as _send
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR = ROOT / "configs" / "expectations"
@@ -173,6 +171,26 @@ def require_valid(results: list[SuiteResult]) -> None:
 # Python in one process take turns on the GIL: the cost lands on the critical path anyway. A process
 # of its own imports GX on the other core while the flow loads data and retrieves features.
 
+_HEADER = struct.Struct("!Q")
+
+
+def _send(stream: IO[bytes], obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)))
+    stream.write(data)
+    stream.flush()
+
+
+def _receive(stream: IO[bytes]) -> Any:
+    head = stream.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        raise EOFError
+    (size,) = _HEADER.unpack(head)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError
+    return pickle.loads(data)  # noqa: S301 - our own child process, over its own pipe
+
 
 class ValidatorProcess:
     """Runs :func:`validate_frames` in a child process started at once (it imports GX right away).
@@ -270,7 +288,14 @@ def _serve() -> None:
         try:
             reply: tuple[str, Any] = ("ok", validate_frames(frames, report_dir, suites_dir))
         except Exception as e:  # noqa: BLE001 - sent to the parent, which raises it
-            reply = ("error", portable_error(e))
+            import traceback
+
+            trace = traceback.format_exc()
+            try:
+                pickle.dumps(e)
+            except Exception:  # noqa: BLE001 - an exception that does not pickle travels as text
+                e = RuntimeError(f"{type(e).__name__}: {e}")
+            reply = ("error", (e, trace))
         _send(replies, reply)
 
 

@@ -7,6 +7,7 @@ deployment. ``as_of`` replays history: only what was known at that instant is us
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import time
@@ -16,15 +17,13 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from evergreen import tracking_jobs
 from evergreen.config import load_config
 from evergreen.features import model_columns
 from evergreen.training import plan_windows, split_frame
 from evergreen.validation import ValidatorProcess
-from evergreen.worker import WorkerProcess
-from tasks.common import flow_run_id, stage, table_artifact
+from tasks.common import flow_run_id, prewarm, stage, table_artifact
 from tasks.data import load_raw_data, prepare
-from tasks.gate import record_gate, run_gate, score_champion
+from tasks.gate import run_gate, score_champion
 from tasks.registry import register_and_promote
 from tasks.training import log_run, train_model, tune_model
 from tasks.validation import validate_batch
@@ -45,6 +44,15 @@ def parse_as_of(value: str | None, flights: pd.DataFrame) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+def plotting() -> None:
+    """Matplotlib (headless) and Optuna's plots: the tuning figures and the gate's picture need them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    importlib.import_module("matplotlib.pyplot")
+    importlib.import_module("optuna.visualization.matplotlib")
+
+
 @flow(name="training", log_prints=True)
 def training(
     config: str = DEFAULT_CONFIG,
@@ -63,14 +71,10 @@ def training(
     started = time.perf_counter()
     run_dir_key = flow_run_id() or "local"
 
-    # Two helper processes start with the flow. GX (imports ~2 s of pure Python) validates there: its
-    # imports use the other core while this one loads the data and imports Feast, instead of taking
-    # turns on one GIL. The tracking process, at the lowest CPU priority, does the MLflow work:
-    # its imports, the store, the champion's scores, the reference profile and the tuning figures
-    # use only CPU the flow leaves idle; the flow waits for it only to log, record and register.
-    with ValidatorProcess() as validator, WorkerProcess("tracking", nice=19) as tracker:
-        tracker.submit(tracking_jobs.warm, cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root)
-        # ── 1. Validate ─────────────────────────────────────────────────────────────────────────
+    # GX runs in a process of its own, started now: its imports (pure Python, ~2 s) then use the
+    # other core while this one loads the data and imports Feast, instead of taking turns on one GIL.
+    with ValidatorProcess() as validator:
+        # ── 1. Validate ─────────────────────────────────────────────────────────────────────────────
         with stage(timings, "load"):
             raw = load_raw_data(cfg)
             flights = prepare(cfg, raw)
@@ -89,13 +93,21 @@ def training(
         # logged or registered before its verdict is in.
         raw_check = validate_batch.submit(raw_batch, report_dir, f"Raw batch {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}", validator)
 
-        # ── 2. Retrieve (point-in-time, through Feast) ─────────────────────────────────────────
+        # ── 2. Retrieve (point-in-time, through Feast) ─────────────────────────────────────────────
         with stage(timings, "retrieve"):
             from evergreen import tracking
             from evergreen.feature_store import feature_names
             from tasks.features import retrieve
 
-            columns = model_columns(feature_names(cfg))
+            columns = model_columns(feature_names(cfg))  # imports Feast (pure Python, one core)
+            # MLflow's imports and first-use costs, paid while DuckDB joins the features (it releases
+            # the GIL, and the other core is free by then): +1.2 s here instead of +2.4 s in the tuning,
+            # where LightGBM already keeps both cores busy.
+            warm = prewarm(
+                "mlflow.pyfunc",
+                lambda: tracking.warm_up(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root),
+                plotting,
+            )
             frame = retrieve(cfg, flights, windows.start, windows.end)
             train, holdout = split_frame(frame, windows)
         with stage(timings, "validate_raw"):  # what is left of it once the retrieval is done
@@ -104,99 +116,78 @@ def training(
             frame_results = validate_batch(
                 {"training_frame": pd.concat([train, holdout])}, report_dir, "Assembled training frame", validator
             )
-        logger.info("training rows %d, holdout rows %d, %d features", len(train), len(holdout), len(columns))
-        # For the tracking process to do during the tuning: the champion's scores on this holdout,
-        # the reference profile of the training window.
-        champion_job = tracker.submit(tracking_jobs.champion_scores, cfg.tracking_uri, cfg.registry.model_name, holdout)
-        tracker.submit(tracking_jobs.keep_training_frame, train[["event_timestamp", *columns, "delayed"]], columns)
+    logger.info("training rows %d, holdout rows %d, %d features", len(train), len(holdout), len(columns))
 
-        # ── 3. Tune ─────────────────────────────────────────────────────────────────────────────
-        with stage(timings, "tune"):
-            data_fp = tracking.frame_fingerprint(train[["flight_id", "delayed", *columns]])
-            study_name = f"{cfg.registry.model_name}-{cutoff:%Y%m%dT%H%M}-{cfg.digest[:8]}-{data_fp[:8]}"
-            tuning, study = tune_model(cfg, train, columns, windows, study_name, n_trials)
-        tracker.submit(tracking_jobs.study_figures, study.trials, study.direction)  # during the final fit
+    # ── 3. Tune ─────────────────────────────────────────────────────────────────────────────────
+    with stage(timings, "tune"):
+        data_fp = tracking.frame_fingerprint(train[["flight_id", "delayed", *columns]])
+        study_name = f"{cfg.registry.model_name}-{cutoff:%Y%m%dT%H%M}-{cfg.digest[:8]}-{data_fp[:8]}"
+        tuning, study = tune_model(cfg, train, columns, windows, study_name, n_trials)
 
-        # ── 4. Train and log ────────────────────────────────────────────────────────────────────
-        with stage(timings, "train"):
-            booster, categories, final_params = train_model(cfg, train, columns, tuning, windows)
-        lineage = {
-            "evergreen.git_sha": tracking.git_sha(),
-            "evergreen.config_hash": cfg.digest,
-            "evergreen.lock_hash": tracking.file_hash(tracking.ROOT / "uv.lock"),
-            "evergreen.data_window": f"{windows.start.isoformat()}/{windows.end.isoformat()}",
-            "evergreen.data_fingerprint": data_fp,
-            "evergreen.raw_fingerprint": raw.fingerprint(),
-            "evergreen.feature_service": cfg.features.feature_service,
-            "evergreen.as_of": cutoff.isoformat(),
-            "evergreen.reason": reason,
-            "evergreen.flow_run": flow_run_id() or "",
-        }
-        with stage(timings, "log_model"):  # hands the run over; its end is waited for after the gate
-            pending = log_run(
-                cfg,
-                tracker,
-                booster=booster,
-                categories=categories,
-                final_params=final_params,
-                tuning=tuning,
-                columns=columns,
-                train=train,
-                holdout=holdout,
-                windows=windows,
-                tags=lineage,
-                validation_reports=[r.report_path for r in [*raw_results, *frame_results] if r.report_path],
-            )
+    # ── 4. Train and log ────────────────────────────────────────────────────────────────────────
+    with stage(timings, "train"):
+        booster, categories, final_params = train_model(cfg, train, columns, tuning, windows)
+    lineage = {
+        "evergreen.git_sha": tracking.git_sha(),
+        "evergreen.config_hash": cfg.digest,
+        "evergreen.lock_hash": tracking.file_hash(tracking.ROOT / "uv.lock"),
+        "evergreen.data_window": f"{windows.start.isoformat()}/{windows.end.isoformat()}",
+        "evergreen.data_fingerprint": data_fp,
+        "evergreen.raw_fingerprint": raw.fingerprint(),
+        "evergreen.feature_service": cfg.features.feature_service,
+        "evergreen.as_of": cutoff.isoformat(),
+        "evergreen.reason": reason,
+        "evergreen.flow_run": flow_run_id() or "",
+    }
+    with stage(timings, "log_model"):
+        warm.join()  # one tracking-store setup at a time (it may create the experiment)
+        logged = log_run(
+            cfg,
+            booster=booster,
+            categories=categories,
+            final_params=final_params,
+            tuning=tuning,
+            study=study,
+            columns=columns,
+            train=train,
+            holdout=holdout,
+            windows=windows,
+            tags=lineage,
+            validation_reports=[r.report_path for r in [*raw_results, *frame_results] if r.report_path],
+        )
 
-        # ── 5. Gate ─────────────────────────────────────────────────────────────────────────────
-        with stage(timings, "gate"):  # decided while the tracking process logs the run
-            champion_version, champion_scores = score_champion(champion_job)
-            decision = run_gate(
-                cfg,
-                holdout,
-                pending.holdout_scores,
-                champion_version,
-                champion_scores,
-                {"start": windows.holdout_start.isoformat(), "end": windows.end.isoformat()},
-            )
-        with stage(timings, "log_model"):  # what is left of the logging
-            logged = pending.result()
-        with stage(timings, "record"):
-            decision_path = record_gate(cfg, tracker, decision, logged)
-
-        # ── 6. Register and promote ─────────────────────────────────────────────────────────────
-        # With rollout enabled, a passing challenger reaches traffic through the canary rollout instead.
-        hand_off = decision.passed and cfg.rollout.enabled and champion_version is not None
-        with stage(timings, "register"):
-            outcome = register_and_promote(
-                cfg,
-                tracker,
-                logged.model_uri,
-                logged.run_id,
-                decision,
-                lineage,
-                reason,
-                flow_run_id(),
-                promote=not hand_off,
-            )
-        rollout_summary = None
-        if hand_off:
-            with stage(timings, "rollout"):
-                rollout_summary = run_rollout(config, outcome["version"], reason)
-                outcome["champion"] = rollout_summary["champion"]
-        stage_metrics = tracker.submit(
-            tracking.log_metrics,
-            cfg.tracking_uri,
+    # ── 5. Gate ─────────────────────────────────────────────────────────────────────────────────
+    with stage(timings, "gate"):
+        champion_version, champion_scores = score_champion(cfg, holdout)
+        decision, decision_path = run_gate(
+            cfg,
+            holdout,
+            logged.holdout_scores,
+            champion_version,
+            champion_scores,
             logged.run_id,
-            {f"stage_seconds.{k}": v for k, v in timings.items()},
+            {"start": windows.holdout_start.isoformat(), "end": windows.end.isoformat()},
         )
-        table_artifact(
-            [{"stage": k, "seconds": v} for k, v in timings.items()],
-            "training-stage-timings",
-            "Wall time of each training stage",
-        )
-        stage_metrics.result()
 
+    # ── 6. Register and promote ─────────────────────────────────────────────────────────────────
+    # With rollout enabled, a passing challenger reaches traffic through the canary rollout instead.
+    hand_off = decision.passed and cfg.rollout.enabled and champion_version is not None
+    with stage(timings, "register"):
+        outcome = register_and_promote(
+            cfg, logged.model_uri, logged.run_id, decision, lineage, reason, flow_run_id(), promote=not hand_off
+        )
+    rollout_summary = None
+    if hand_off:
+        with stage(timings, "rollout"):
+            rollout_summary = run_rollout(config, outcome["version"], reason)
+            outcome["champion"] = rollout_summary["champion"]
+
+    tracking.log_metrics(cfg.tracking_uri, logged.run_id, {f"stage_seconds.{k}": v for k, v in timings.items()})
+    table_artifact(
+        [{"stage": k, "seconds": v} for k, v in timings.items()],
+        "training-stage-timings",
+        "Wall time of each training stage",
+    )
     summary = {
         "as_of": cutoff.isoformat(),
         "model_name": cfg.registry.model_name,

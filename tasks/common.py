@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import math
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,15 +17,32 @@ from prefect.logging import get_run_logger
 
 @contextmanager
 def stage(timings: dict[str, float], name: str) -> Iterator[None]:
-    """Time one stage of a flow body into ``timings`` (added to its earlier parts, if any) and log it."""
+    """Time one stage of a flow body into ``timings`` and log its start and duration."""
     logger = get_run_logger()
     logger.info("stage %s: started", name)
     t0 = time.perf_counter()
     try:
         yield
     finally:
-        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t0, 3)  # a stage may come back
+        timings[name] = round(time.perf_counter() - t0, 3)
         logger.info("stage %s: %.2f s", name, timings[name])
+
+
+def prewarm(*steps: str | Callable[[], object]) -> threading.Thread:
+    """Import heavy modules (names) and run warm-up calls (callables) on a daemon thread while the
+    caller's thread runs native code that releases the GIL (LightGBM, DuckDB): their cost then takes
+    no wall time where they are used. Join the thread before using what it warms."""
+
+    def run() -> None:
+        for step in steps:
+            try:
+                importlib.import_module(step) if isinstance(step, str) else step()
+            except Exception:  # noqa: S112 - the real call later reports any error where it matters
+                continue
+
+    t = threading.Thread(target=run, name="prewarm", daemon=True)
+    t.start()
+    return t
 
 
 def flow_run_id() -> str | None:

@@ -5,16 +5,14 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from evergreen import tracking_jobs
+from evergreen import registry
 from evergreen.config import EvergreenConfig
 from evergreen.gate import GateDecision
-from evergreen.worker import WorkerProcess
 
 
 @task(name="register-and-promote", cache_policy=NONE, retries=0)
 def register_and_promote(
     cfg: EvergreenConfig,
-    tracker: WorkerProcess,
     model_uri: str,
     run_id: str,
     decision: GateDecision,
@@ -24,18 +22,33 @@ def register_and_promote(
     promote: bool = True,
 ) -> dict[str, str | None]:
     """Create the version with its gate tags, point ``challenger`` at it and, on pass, ``champion``
-    (unless ``promote`` is false: then a canary rollout decides). Done by the tracking process
-    (``tracking_jobs.register_and_promote``): the version is created and tagged before any alias
-    moves, and the alias moves are one change, restored on failure."""
-    return tracker.submit(
-        tracking_jobs.register_and_promote,
-        cfg.tracking_uri,
-        cfg.registry.model_name,
-        model_uri,
-        run_id,
-        decision,
-        lineage,
-        reason,
-        flow_run,
-        promote,
-    ).result()
+    (unless ``promote`` is false: then a canary rollout decides).
+
+    The version is created and tagged before any alias moves; alias moves are applied as one
+    change (restored on failure), so a crash leaves the aliases as they were.
+    """
+    name = cfg.registry.model_name
+    c = registry.client(cfg.tracking_uri)
+    tags = {
+        **lineage,
+        "evergreen.gate.verdict": decision.verdict,
+        "evergreen.gate.summary": "; ".join(decision.reasons)[:4900],
+        "evergreen.gate.champion_version": decision.champion_version or "none",
+        "evergreen.gate.roc_auc": f"{decision.challenger['roc_auc']:.5f}",
+    }
+    if decision.auc_diff:
+        tags["evergreen.gate.auc_diff_ci"] = f"[{decision.auc_diff['lower']:+.5f}, {decision.auc_diff['upper']:+.5f}]"
+    version = registry.register(c, name, model_uri, run_id, tags)
+    why = f"{reason}: gate {decision.verdict} (run {run_id})"
+    moves: list[tuple[str, str | None]] = [(registry.CHALLENGER, version)]
+    old = registry.alias_version(c, name, registry.CHAMPION)
+    if decision.passed and promote:
+        if old is not None and old != version:
+            moves.append((registry.PREVIOUS, old))
+        moves.append((registry.CHAMPION, version))
+    registry.move_aliases(c, name, moves, why, flow_run)
+    return {
+        "version": version,
+        "champion": registry.alias_version(c, name, registry.CHAMPION),
+        "previous_champion": old,
+    }

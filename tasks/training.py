@@ -1,9 +1,8 @@
-"""Tuning and training stage: Optuna search, final fit, and one MLflow run holding everything
-(logged by the tracking process)."""
+"""Tuning and training stage: Optuna search, final fit, and one MLflow run holding everything."""
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,9 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from evergreen import tracking_jobs
+from evergreen import tracking
 from evergreen.config import EvergreenConfig
 from evergreen.training import TuningResult, Windows, fit_rows, train_final, tune
-from evergreen.worker import WorkerProcess
 from tasks.common import table_artifact
 
 
@@ -57,17 +55,25 @@ def train_model(
     return train_final(train, columns, cfg.tuning, tuning, fit_rows(train, windows.validation_start))
 
 
-@dataclass
-class PendingLog:
-    """A training run being logged by the tracking process: its holdout scores (computed here, for
-    the gate) and the future of (run id, model URI)."""
+def _study_figures(study: Any) -> dict[str, Any]:
+    import matplotlib
 
-    holdout_scores: np.ndarray
-    future: Future[tuple[str, str]]
+    matplotlib.use("Agg")
+    import warnings
 
-    def result(self) -> LoggedModel:
-        run_id, model_uri = self.future.result()
-        return LoggedModel(run_id, model_uri, self.holdout_scores)
+    from optuna.visualization import matplotlib as ovm
+
+    figs = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the matplotlib backend is flagged experimental
+        figs["optuna_history.png"] = ovm.plot_optimization_history(study).figure
+        complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+        if len(complete) >= 2:
+            figs["optuna_param_importances.png"] = ovm.plot_param_importances(study).figure
+    for f in figs.values():
+        f.set_size_inches(8, 5)
+        f.tight_layout()
+    return figs
 
 
 @dataclass
@@ -80,53 +86,68 @@ class LoggedModel:
 @task(name="log-training-run", cache_policy=NONE)
 def log_run(
     cfg: EvergreenConfig,
-    tracker: WorkerProcess,
     *,
     booster: Any,
     categories: dict[str, list[str]],
     final_params: dict[str, Any],
     tuning: TuningResult,
+    study: Any,
     columns: list[str],
     train: pd.DataFrame,
     holdout: pd.DataFrame,
     windows: Windows,
     tags: dict[str, str],
     validation_reports: list[Path],
-) -> PendingLog:
-    """Score the holdout and hand the run to the tracking process: one MLflow run with params,
-    metrics, lineage tags, tuning figures, reference sample and profile, and the model. Returns at
-    once; the gate waits for the run before it writes its record."""
-    from evergreen.features import to_model_frame
+) -> LoggedModel:
+    """One MLflow run: params, metrics, lineage tags, plots, reference profile and the model."""
+    import matplotlib.pyplot as plt
+    import mlflow
 
+    from evergreen.features import to_model_frame
+    from evergreen.model import save_model_files  # imports mlflow.pyfunc: not at flow import time
+
+    experiment_id = tracking.setup(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root)
     holdout_scores = np.asarray(booster.predict(to_model_frame(holdout, columns, categories)), dtype="float64")
-    future = tracker.submit(
-        tracking_jobs.log_training_run,
-        cfg.tracking_uri,
-        cfg.registry.experiment,
-        cfg.artifact_root,
-        cfg.registry.model_name,
-        model_string=booster.model_to_string(),
-        categories=categories,
-        columns=columns,
-        params={
-            **{f"lgb.{k}": v for k, v in final_params.items() if k != "metric"},
-            "train_rows": len(train),
-            "holdout_rows": len(holdout),
-            "tuning.n_trials": tuning.n_trials,
-            "tuning.study": tuning.study_name,
-            **{f"window.{k}": v for k, v in windows.as_dict().items()},
-        },
-        metrics={
-            "tuning.best_valid_auc": tuning.best_value,
-            "tuning.pruned": tuning.n_pruned,
-            "train.label_rate": float(train["delayed"].mean()),
-        },
-        tags=tags,
-        trials_table=tuning.history,
-        validation_reports=validation_reports,
-        example=holdout[columns].head(50),
-        example_scores=holdout_scores[:50],
-        reference_rows=cfg.registry.reference_sample_rows,
-        run_name=f"train-{tags['evergreen.as_of'][:10]}",
-    )
-    return PendingLog(holdout_scores, future)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{tags['evergreen.as_of'][:10]}") as run:
+        mlflow.set_tags(tags)
+        mlflow.log_params(
+            {
+                **{f"lgb.{k}": v for k, v in final_params.items() if k != "metric"},
+                "train_rows": len(train),
+                "holdout_rows": len(holdout),
+                "tuning.n_trials": tuning.n_trials,
+                "tuning.study": tuning.study_name,
+                **{f"window.{k}": v for k, v in windows.as_dict().items()},
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "tuning.best_valid_auc": tuning.best_value,
+                "tuning.pruned": tuning.n_pruned,
+                "train.label_rate": float(train["delayed"].mean()),
+            }
+        )
+        for name, fig in _study_figures(study).items():
+            mlflow.log_figure(fig, f"tuning/{name}")
+            plt.close(fig)
+        mlflow.log_table(pd.DataFrame(tuning.history), "tuning/trials.json")
+        for report in validation_reports:
+            mlflow.log_artifact(str(report), "validation")
+        # Reference for drift checks: a fixed-seed sample of training features with scores, and a
+        # profile computed once here so later checks cost only the current window.
+        n = min(cfg.registry.reference_sample_rows, len(train))
+        idx = np.sort(np.random.default_rng(0).choice(len(train), n, replace=False))
+        sample = train.iloc[idx][["event_timestamp", *columns, "delayed"]].reset_index(drop=True)
+        sample["score"] = booster.predict(to_model_frame(sample, columns, categories))
+        with tempfile.TemporaryDirectory() as tmp:
+            ref = Path(tmp) / "reference_sample.parquet"
+            sample.to_parquet(ref, index=False)
+            mlflow.log_artifact(str(ref), "reference")
+            # Feature profile on the whole window; the score profile on the scored sample.
+            tracking.log_json(
+                tracking.reference_profile(train, columns, sample["score"].to_numpy()), "reference/profile.json"
+            )
+            files = save_model_files(booster, columns, categories, Path(tmp) / "model_files")
+            example = holdout[columns].head(50)
+            model_uri = tracking.log_model(files, example, holdout_scores[:50], cfg.registry.model_name)
+    return LoggedModel(run.info.run_id, model_uri, holdout_scores)
