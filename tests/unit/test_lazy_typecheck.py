@@ -68,7 +68,6 @@ def test_lazy_decorator_checks_every_kind_of_member_as_typeguard_does(tmp_path: 
         """
         from evergreen import lazy_typecheck
         assert lazy_typecheck.install()
-        import typeguard
         from typeguard import TypeCheckError
         import boxes
 
