@@ -221,9 +221,9 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
     print(f"orchestration + tracking + validation share of the flow body: median {share:.1%} (target < 5%)")
     b, f = statistics.median(bare), statistics.median(flow)
     print(f"median process wall: bare {b:.1f} s, flow {f:.1f} s")
-    # Back-to-back pairs share the machine's state of the moment (this machine's speed drifts by up
-    # to 10% over minutes), in alternating order: the pairs' ratios show the spread, the medians'
-    # ratio is the figure.
+    # Back-to-back pairs share the machine's state of the moment (this machine's speed drifts over
+    # minutes, by a third at worst), in alternating order: the pairs' ratios show the spread, and
+    # their median is steadier under that drift than the ratio of the medians.
     pairs = sorted(x / y for x, y in zip(flow, bare, strict=True))
     print(f"pair ratios: median {statistics.median(pairs):.3f}, range {pairs[0]:.3f} .. {pairs[-1]:.3f}")
     print(f"ratio flow/bare = {f / b:.3f}")

@@ -50,7 +50,7 @@ def _typechecked(target: Any = None, *, eager: Callable[..., Any], **options: An
         if _method_of(attr, target):
             setattr(target, key, _lazy(attr, eager, options))
         elif isinstance(attr, classmethod | staticmethod) and _method_of(attr.__func__, target):
-            setattr(target, key, attr.__class__(_lazy(attr.__func__, eager, options)))
+            setattr(target, key, _lazy(attr, eager, options))
         elif isinstance(attr, property):
             parts: dict[str, Any] = {
                 name: _lazy(f, eager, options) if _method_of(f, target) else f
@@ -69,7 +69,7 @@ def _method_of(obj: object, cls: type) -> bool:
 
 
 def _lazy(func: Any, eager: Callable[..., Any], options: dict[str, Any]) -> Any:
-    if isinstance(func, classmethod | staticmethod):  # a decorated classmethod/staticmethod itself
+    if isinstance(func, classmethod | staticmethod):  # the same wrapper around a lazy function
         return func.__class__(_lazy(func.__func__, eager, options))
     instrumented: list[Callable[..., Any]] = []
     lock = threading.Lock()
