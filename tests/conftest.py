@@ -13,11 +13,18 @@ os.environ.pop("PREFECT_PROFILE", None)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ["GX_ANALYTICS_ENABLED"] = "False"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["MPLBACKEND"] = "Agg"
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("EVERGREEN_HOME", None)
 os.environ.pop("EVERGREEN_DATA", None)
 
+# prometheus_client is imported before any test imports Feast: importing ``feast`` sets
+# PROMETHEUS_MULTIPROCESS_DIR when it is unset, and a prometheus_client imported after that keeps
+# metric values in files per process, shared by every registry of the process. The serving gateway
+# imports prometheus_client before Feast, and so must the tests that build the gateway's metrics,
+# whichever test happened to import Feast first.
+import prometheus_client  # noqa: E402, F401
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
