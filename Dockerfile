@@ -29,6 +29,9 @@ COPY --from=build --chown=evergreen /app /app
 ENV PATH=/app/.venv/bin:$PATH \
     EVERGREEN_HOME=/data \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    GX_ANALYTICS_ENABLED=False \
+    MLFLOW_DISABLE_TELEMETRY=true \
+    DO_NOT_TRACK=true \
     PREFECT_HOME=/data/prefect \
     PYTHONUNBUFFERED=1
 RUN mkdir -p /data && chown evergreen /data

@@ -33,6 +33,8 @@ from typing import Any
 
 import httpx
 
+from evergreen import QUIET_DEFAULTS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POOL_NAME = "evergreen-process"
 POOL_TYPE = "process"
@@ -390,6 +392,8 @@ def _base_env(cfg: StackConfig) -> dict[str, str]:
         env.pop(var, None)
     env["PREFECT_HOME"] = str(cfg.prefect_home)
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    for name, value in QUIET_DEFAULTS.items():  # the servers and the worker do not call out either
+        env.setdefault(name, value)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

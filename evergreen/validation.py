@@ -126,8 +126,7 @@ def _failure(r: Any) -> Failure:
 
 
 def _import_gx() -> Any:
-    """GX, imported with its usage analytics off (a flow must not call out)."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    """GX, imported with its usage analytics off (``evergreen.QUIET_DEFAULTS``: a flow must not call out)."""
     import great_expectations as gx
 
     return gx

@@ -1,7 +1,4 @@
-"""Prefect flows of Evergreen. Quiet, local-first defaults are set before Prefect is imported."""
+"""Prefect flows of Evergreen. Importing ``evergreen`` first sets its quiet, local-first defaults
+(``evergreen.QUIET_DEFAULTS``) before Prefect, MLflow or GX are imported."""
 
-import os
-
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+import evergreen  # noqa: F401

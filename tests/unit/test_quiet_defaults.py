@@ -1,0 +1,54 @@
+"""No library calls out to its vendor from a flow: the quiet defaults are in place before any is imported.
+
+Each check runs in a fresh interpreter whose environment has none of the variables involved and no
+CI markers (MLflow turns its telemetry off by itself when it sees pytest or a CI), so what is measured
+is what a user's shell gets.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from evergreen import QUIET_DEFAULTS
+
+ROOT = Path(__file__).resolve().parents[2]
+CI_MARKERS = (
+    "PYTEST_CURRENT_TEST",
+    "GITHUB_ACTIONS",
+    "CI",
+    "CIRCLECI",
+    "GITLAB_CI",
+    "JENKINS_URL",
+    "TRAVIS",
+    "TF_BUILD",
+)
+
+
+def _run(code: str, **extra: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in QUIET_DEFAULTS and k not in CI_MARKERS}
+    env.update(extra)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+TELEMETRY = "from mlflow.telemetry.utils import is_telemetry_disabled; print(is_telemetry_disabled())"
+
+
+def test_mlflow_reports_usage_unless_told_not_to() -> None:
+    # The control: without Evergreen's defaults MLflow's telemetry is on, so the checks below can fail.
+    assert _run(TELEMETRY) == "False"
+
+
+def test_flows_and_tasks_turn_every_call_out_off() -> None:
+    for package in ("flows", "tasks"):
+        assert _run(f"import {package}; {TELEMETRY}") == "True", package
+        seen = _run(f"import os, {package}; print(sorted(k for k in {sorted(QUIET_DEFAULTS)!r} if k in os.environ))")
+        assert seen == str(sorted(QUIET_DEFAULTS)), package
+
+
+def test_a_users_own_setting_wins() -> None:
+    assert _run(f"import flows; {TELEMETRY}", MLFLOW_DISABLE_TELEMETRY="false", DO_NOT_TRACK="false") == "False"
