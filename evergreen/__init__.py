@@ -10,7 +10,7 @@ QUIET_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "GX_ANALYTICS_ENABLED": "False",
     "MLFLOW_DISABLE_TELEMETRY": "true",  # MLflow 3 reports usage and fetches its config over the network
-    "DO_NOT_TRACK": "true",  # the cross-tool convention, honoured by MLflow and Evidently
+    "DO_NOT_TRACK": "true",  # the cross-tool convention: Prefect's SDK analytics, MLflow, Evidently
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
