@@ -6,14 +6,14 @@ import os
 import tempfile
 from pathlib import Path
 
+from evergreen import QUIET_DEFAULTS
+
 _PREFECT_HOME = tempfile.mkdtemp(prefix="evergreen-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("PREFECT_PROFILE", None)
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.update(QUIET_DEFAULTS)  # whatever the developer's shell says: tests never call out
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-os.environ["GX_ANALYTICS_ENABLED"] = "False"
-os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["MPLBACKEND"] = "Agg"
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("EVERGREEN_HOME", None)
