@@ -6,6 +6,9 @@ full GX result as JSON for tools; the caller stops the run on failure.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import json
 import os
 import pickle
@@ -269,11 +272,38 @@ class ValidatorProcess:
         self.close()
 
 
+# Imported by GX at its own import, used only by expectations Evergreen's suites may never run
+# (distribution tests, KL-divergence charts): about 1 CPU-s of GX's 2.5 s import.
+DEFERRED_IMPORTS = ("scipy.stats", "altair")
+
+
+class _DeferredImports(importlib.abc.MetaPathFinder):
+    """Loads the named modules lazily (:class:`importlib.util.LazyLoader`): each one's code runs on the
+    first attribute access instead of at import, so an expectation that needs it still gets it whole."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = frozenset(names)
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name not in self.names:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = importlib.util.LazyLoader(spec.loader)
+                return spec
+        return None
+
+
 def _serve() -> None:
     """The child's loop: one request (frames, report dir, suites dir) in, one reply out, until EOF."""
     requests = sys.stdin.buffer
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything a library prints goes to stderr, not into the reply stream
+    sys.meta_path.insert(0, _DeferredImports(DEFERRED_IMPORTS))
     _import_gx()  # now, while the parent does other work
 
     while True:
