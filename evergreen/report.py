@@ -1,57 +1,9 @@
-"""Pictures of decisions: the gate at a glance (metrics side by side, per-slice AUC change)."""
+"""Picture of a canary rollout: each traffic step's signals, canary next to champion (the gate's picture
+is an SVG from :mod:`evergreen.charts`)."""
 
 from __future__ import annotations
 
 from typing import Any
-
-from evergreen.gate import GateDecision
-
-
-def plot_gate(d: GateDecision, max_slice_regression: float) -> Any:
-    """Left: holdout metrics of challenger and champion. Right: AUC change per supported slice,
-    red where it breaks the non-regression rule. The title carries the verdict and the CI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [1, 1.6]})
-    names = list(d.challenger)
-    x = np.arange(len(names))
-    ax1.bar(x - 0.2, [d.challenger[n] for n in names], 0.4, label="challenger", color="#2a9d8f")
-    if d.champion:
-        ax1.bar(x + 0.2, [d.champion[n] for n in names], 0.4, label="champion", color="#8d99ae")
-    ax1.set_xticks(x, [n.replace("_", " ") for n in names])
-    ax1.set_ylim(0, 1)
-    ax1.set_title("holdout metrics (AUCs: higher is better; losses: lower)")
-    ax1.legend(loc="upper right", fontsize=8)
-    supported = [s for s in d.slices if s["supported"]]
-    if d.champion and supported:
-        labels = [f"{s['slice']}={s['value']}" for s in supported]
-        deltas = [s["delta"] for s in supported]
-        colors = ["#e63946" if v < -max_slice_regression else "#2a9d8f" for v in deltas]
-        ax2.barh(labels, deltas, color=colors)
-        ax2.axvline(-max_slice_regression, color="#e63946", ls="--", lw=1, label=f"-{max_slice_regression} limit")
-        ax2.axvline(0, color="black", lw=0.8)
-        ax2.set_xlabel("ROC AUC change, challenger - champion")
-        ax2.legend(loc="lower right", fontsize=8)
-        ax2.set_title("per-slice change")
-    else:
-        labels = [f"{s['slice']}={s['value']}" for s in supported]
-        ax2.barh(labels, [s["challenger_auc"] for s in supported], color="#2a9d8f")
-        ax2.set_xlabel("challenger ROC AUC (no champion to compare)")
-        ax2.set_title("per-slice AUC")
-    ax2.tick_params(axis="y", labelsize=8)
-    ci = ""
-    if d.auc_diff:
-        ci = f" - AUC gain {d.auc_diff['mean']:+.4f}, {d.auc_diff['confidence']:.0%} CI [{d.auc_diff['lower']:+.4f}, {d.auc_diff['upper']:+.4f}]"
-    verdict = "PASS" if d.passed else "FAIL"
-    fig.suptitle(
-        f"gate {verdict}{' (cold start)' if d.cold_start else ''}{ci}", color="#2a9d8f" if d.passed else "#e63946"
-    )
-    fig.tight_layout()
-    return fig
 
 
 def plot_rollout(rec: dict[str, Any]) -> Any:

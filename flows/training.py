@@ -7,7 +7,6 @@ deployment. ``as_of`` replays history: only what was known at that instant is us
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import time
@@ -42,15 +41,6 @@ def parse_as_of(value: str | None, flights: pd.DataFrame) -> pd.Timestamp:
         return flights["known_at"].max().ceil("D")
     ts = pd.Timestamp(str(value))
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def plotting() -> None:
-    """Matplotlib (headless) and Optuna's plots: the tuning figures and the gate's picture need them."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    importlib.import_module("matplotlib.pyplot")
-    importlib.import_module("optuna.visualization.matplotlib")
 
 
 @flow(name="training", log_prints=True)
@@ -106,7 +96,6 @@ def training(
             warm = prewarm(
                 "mlflow.pyfunc",
                 lambda: tracking.warm_up(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root),
-                plotting,
             )
             frame = retrieve(cfg, flights, windows.start, windows.end)
             train, holdout = split_frame(frame, windows)

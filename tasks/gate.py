@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -77,18 +75,11 @@ def run_gate(
     c = registry.client(cfg.tracking_uri)
     c.log_dict(run_id, json.loads(json.dumps(record, default=str)), "gate/decision.json")
     tracking.log_metrics(cfg.tracking_uri, run_id, _gate_metrics(d))
-    import matplotlib.pyplot as plt
+    from evergreen.charts import gate_chart
 
-    from evergreen.report import plot_gate
-
-    fig = plot_gate(d, cfg.gate.max_slice_regression)
-    picture = path.with_suffix(".png")
-    fig.savefig(picture, dpi=100)  # rendered once (0.18 s), then the file is logged as gate/decision.png
-    plt.close(fig)
-    with tempfile.TemporaryDirectory() as tmp:
-        named = Path(tmp) / "decision.png"
-        shutil.copyfile(picture, named)
-        c.log_artifact(run_id, str(named), "gate")
+    picture = gate_chart(d, cfg.gate.max_slice_regression)
+    path.with_suffix(".svg").write_text(picture)  # beside the record, and in the run as gate/decision.svg
+    c.log_text(run_id, picture, "gate/decision.svg")
     hint = f"champion v{champion_version}" if champion_version else "cold start"
     markdown_artifact(_markdown(d, hint), "gate-decision", f"Gate {d.verdict}: challenger vs {hint}")
     table_artifact(

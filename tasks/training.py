@@ -55,25 +55,16 @@ def train_model(
     return train_final(train, columns, cfg.tuning, tuning, fit_rows(train, windows.validation_start))
 
 
-def _study_figures(study: Any) -> dict[str, Any]:
-    import matplotlib
+def _study_charts(study: Any, history: list[dict[str, Any]]) -> dict[str, str]:
+    """The tuning's pictures as SVG: every trial with the best so far, and fANOVA parameter importances."""
+    from evergreen.charts import history_chart, importance_chart
 
-    matplotlib.use("Agg")
-    import warnings
+    charts = {"optuna_history.svg": history_chart(history)}
+    if sum(h["state"] == "COMPLETE" for h in history) >= 2:
+        import optuna
 
-    from optuna.visualization import matplotlib as ovm
-
-    figs = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the matplotlib backend is flagged experimental
-        figs["optuna_history.png"] = ovm.plot_optimization_history(study).figure
-        complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-        if len(complete) >= 2:
-            figs["optuna_param_importances.png"] = ovm.plot_param_importances(study).figure
-    for f in figs.values():
-        f.set_size_inches(8, 5)
-        f.tight_layout()
-    return figs
+        charts["optuna_param_importances.svg"] = importance_chart(optuna.importance.get_param_importances(study))
+    return charts
 
 
 @dataclass
@@ -100,7 +91,6 @@ def log_run(
     validation_reports: list[Path],
 ) -> LoggedModel:
     """One MLflow run: params, metrics, lineage tags, plots, reference profile and the model."""
-    import matplotlib.pyplot as plt
     import mlflow
 
     from evergreen.features import to_model_frame
@@ -127,9 +117,8 @@ def log_run(
                 "train.label_rate": float(train["delayed"].mean()),
             }
         )
-        for name, fig in _study_figures(study).items():
-            mlflow.log_figure(fig, f"tuning/{name}")
-            plt.close(fig)
+        for name, svg in _study_charts(study, tuning.history).items():
+            mlflow.log_text(svg, f"tuning/{name}")
         mlflow.log_table(pd.DataFrame(tuning.history), "tuning/trials.json")
         for report in validation_reports:
             mlflow.log_artifact(str(report), "validation")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import mlflow
@@ -16,6 +17,8 @@ from evergreen import registry
 from evergreen.validation import ValidationFailed
 from tests.conftest import ROOT, write_config
 from tests.flows.conftest import SMALL
+
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def state(cfg):
@@ -113,12 +116,16 @@ def test_model_is_logged_with_lineage_reference_and_probabilities(env, first):
     files = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "reference")}
     assert files == {"reference/profile.json", "reference/reference_sample.parquet"}
     tuning = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "tuning")}
-    assert "tuning/optuna_history.png" in tuning and "tuning/optuna_param_importances.png" in tuning
+    assert tuning == {"tuning/optuna_history.svg", "tuning/optuna_param_importances.svg", "tuning/trials.json"}
+    history = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="tuning/optuna_history.svg")
+    points = list(ET.parse(history).getroot().iter(f"{SVG}circle"))
+    assert len(points) == int(run.data.params["tuning.n_trials"])  # a point per trial
     gate = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "gate")}
-    assert gate == {"gate/decision.json", "gate/decision.png"}
-    picture = Path(first["decision_record"]).with_suffix(".png")
-    logged = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="gate/decision.png")
+    assert gate == {"gate/decision.json", "gate/decision.svg"}
+    picture = Path(first["decision_record"]).with_suffix(".svg")
+    logged = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="gate/decision.svg")
     assert Path(logged).read_bytes() == picture.read_bytes()  # the decision record's picture, logged as is
+    assert "gate PASS (cold start)" in "".join(ET.parse(logged).getroot().itertext())
     assert "holdout.roc_auc" in run.data.metrics and "stage_seconds.tune" in run.data.metrics
     model = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}@champion")
     sample = pd.read_parquet(
