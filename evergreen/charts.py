@@ -12,7 +12,10 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evergreen.gate import GateDecision
 
 TEAL, GREY, RED, GOLD, INK, FAINT = "#2a9d8f", "#8d99ae", "#e63946", "#e9c46a", "#222222", "#dddddd"
 FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
@@ -135,10 +138,11 @@ class Panel:
     def frame(self, title: str, x_label: str = "", y_label: str = "", x_ticks: bool = True) -> None:
         s = self.svg
         bottom = self.top + self.height
-        for t in nice_ticks(*self.y_range):
+        y_ticks = nice_ticks(*self.y_range)
+        for t in y_ticks:
             y = self.y(t)
             s.line(self.left, y, self.left + self.width, y, FAINT)
-            s.label(self.left - 6, y + 4, _tick_label(t, nice_ticks(*self.y_range)), 11, "end")
+            s.label(self.left - 6, y + 4, _tick_label(t, y_ticks), 11, "end")
         if x_ticks:
             ticks = nice_ticks(*self.x_range)
             for t in ticks:
@@ -206,10 +210,10 @@ def importance_chart(importances: dict[str, float], title: str = "Hyperparameter
     return svg.text()
 
 
-def gate_chart(d: Any, max_slice_regression: float) -> str:
+def gate_chart(d: GateDecision, max_slice_regression: float) -> str:
     """Left: holdout metrics of challenger and champion. Right: ROC AUC change per supported slice, red
     where it breaks the non-regression rule (or each slice's AUC on a cold start). The title carries the
-    verdict and the confidence interval of the AUC gain. ``d``: a :class:`evergreen.gate.GateDecision`."""
+    verdict and the confidence interval of the AUC gain."""
     supported = [s for s in d.slices if s["supported"]]
     row = 20
     height = max(420, 140 + row * len(supported))
