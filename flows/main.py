@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from evergreen.config import load_config
@@ -30,6 +31,7 @@ def report(cfg_path: str, runs: list[dict[str, Any]]) -> str:
         "",
         f"champion: {last['model_name']} v{last['champion']}  (load it as models:/{last['model_name']}@champion)",
         f"decision record: {last['decision_record']}",
+        f"its picture:     {Path(last['decision_record']).with_suffix('.svg')}  (open it in a browser)",
         "",
         "Look closer:",
         f"  MLflow UI:  uv run mlflow ui --backend-store-uri {cfg.tracking_uri} --port 5000",
