@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from evergreen.gate import GateDecision
 
-TEAL, GREY, RED, GOLD, INK, FAINT = "#2a9d8f", "#8d99ae", "#e63946", "#e9c46a", "#222222", "#dddddd"
+TEAL, GREY, RED, INK, FAINT = "#2a9d8f", "#8d99ae", "#e63946", "#222222", "#dddddd"
 FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
 
 
@@ -46,7 +46,7 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 def _tick_label(v: float, ticks: Sequence[float]) -> str:
     step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else abs(v) or 1.0
     decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step < 1 else 0
-    return f"{v:.{decimals}f}".replace("-0", "\u22120").replace("-", "\u2212")
+    return f"{v:.{decimals}f}".replace("-", "\u2212")
 
 
 def padded(lo: float, hi: float, share: float = 0.06) -> tuple[float, float]:
@@ -212,8 +212,8 @@ def importance_chart(importances: dict[str, float], title: str = "Hyperparameter
 
 def gate_chart(d: GateDecision, max_slice_regression: float) -> str:
     """Left: holdout metrics of challenger and champion. Right: ROC AUC change per supported slice, red
-    where it breaks the non-regression rule (or each slice's AUC on a cold start). The title carries the
-    verdict and the confidence interval of the AUC gain."""
+    where the gate found it broke the non-regression rule, with the limit drawn (or each slice's AUC on a
+    cold start). The title carries the verdict and the confidence interval of the AUC gain."""
     supported = [s for s in d.slices if s["supported"]]
     row = 20
     height = max(420, 140 + row * len(supported))
@@ -265,7 +265,7 @@ def gate_chart(d: GateDecision, max_slice_regression: float) -> str:
     base = 0.0 if d.champion else lo
     for i, (s, v) in enumerate(zip(supported, values, strict=True)):
         y = right.top + i * row
-        color = RED if d.champion and v < -max_slice_regression else TEAL
+        color = RED if s["regressed"] else TEAL
         tip = (
             f"{s['slice']}={s['value']} ({s['rows']} rows): {v:+.4f}"
             if d.champion

@@ -88,6 +88,7 @@ def decide(
         promote = cfg.cold_start == "promote"
         checks.append(Check("cold-start", promote, f"no champion yet; cold_start={cfg.cold_start}"))
         table = slice_aucs(holdout, y, p_new, None, cfg.slices, cfg.slice_min_support)
+        table["regressed"] = False  # nothing to regress against
         return GateDecision(
             all(c.passed for c in checks), True, m_new, None, None, None, checks, table.to_dict("records"), len(y)
         )
@@ -111,8 +112,9 @@ def decide(
             )
         )
     table = slice_aucs(holdout, y, p_new, p_old, cfg.slices, cfg.slice_min_support)
+    table["regressed"] = table["supported"] & (table["delta"] < -cfg.max_slice_regression)
     supported = table[table["supported"]]
-    regressed = supported[supported["delta"] < -cfg.max_slice_regression]
+    regressed = table[table["regressed"]]
     worst = supported.nsmallest(1, "delta")
     worst_txt = (
         f"worst {worst.iloc[0]['slice']}={worst.iloc[0]['value']} {worst.iloc[0]['delta']:+.4f}"

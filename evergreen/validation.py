@@ -298,12 +298,18 @@ class _DeferredImports(importlib.abc.MetaPathFinder):
         return None
 
 
+def defer_unused_imports() -> None:
+    """Install the :data:`DEFERRED_IMPORTS` finder first on ``sys.meta_path`` (once)."""
+    if not any(isinstance(f, _DeferredImports) for f in sys.meta_path):
+        sys.meta_path.insert(0, _DeferredImports(DEFERRED_IMPORTS))
+
+
 def _serve() -> None:
     """The child's loop: one request (frames, report dir, suites dir) in, one reply out, until EOF."""
     requests = sys.stdin.buffer
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything a library prints goes to stderr, not into the reply stream
-    sys.meta_path.insert(0, _DeferredImports(DEFERRED_IMPORTS))
+    defer_unused_imports()
     _import_gx()  # now, while the parent does other work
 
     while True:

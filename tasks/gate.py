@@ -91,6 +91,7 @@ def run_gate(
                 "challenger_auc": s["challenger_auc"],
                 "champion_auc": s["champion_auc"],
                 "delta": s["delta"],
+                "regressed": s["regressed"],
             }
             for s in d.slices
             if s["supported"]

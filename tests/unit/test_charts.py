@@ -91,6 +91,7 @@ def test_gate_picture_marks_the_slice_that_breaks_the_rule_in_red():
     assert slice_bars["origin=JFK"] == RED and slice_bars["origin=EWR"] == TEAL
     for s in (s for s in d.slices if s["supported"]):  # red exactly where the rule is broken
         broken = s["delta"] < -gate.max_slice_regression
+        assert s["regressed"] == broken  # the gate's own mark, which the picture reads
         assert slice_bars[f"{s['slice']}={s['value']}"] == (RED if broken else TEAL)
     metric_bars = [r for r in bars(root) if "=" not in r[0].text]
     assert len(metric_bars) == 2 * len(d.challenger)  # challenger and champion side by side

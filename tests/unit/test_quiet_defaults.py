@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from evergreen import QUIET_DEFAULTS
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 CI_MARKERS = (
     "PYTEST_CURRENT_TEST",
     "GITHUB_ACTIONS",
