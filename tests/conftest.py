@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from evergreen import QUIET_DEFAULTS
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="evergreen-prefect-home-")
+# Registered before Prefect is imported, so it runs after Prefect's own exit handlers (they stop the
+# temporary server that writes its database here).
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("PREFECT_PROFILE", None)
