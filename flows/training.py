@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 
 from evergreen.config import load_config
 from evergreen.features import model_columns
+from evergreen.gcpolicy import HeldCollector, hold_collector
 from evergreen.training import plan_windows, split_frame
 from evergreen.validation import ValidatorProcess
 from tasks.common import flow_run_id, prewarm, stage, table_artifact
@@ -51,6 +52,14 @@ def training(
     reason: str = "manual",
 ) -> dict[str, Any]:
     """Train a challenger on data known at ``as_of``, gate it against the champion, register it."""
+    # The collector waits while the run imports its libraries and loads its data (see evergreen.gcpolicy).
+    with hold_collector() as collector:
+        return _training(config, as_of, n_trials, reason, collector)
+
+
+def _training(
+    config: str, as_of: str | None, n_trials: int | None, reason: str, collector: HeldCollector
+) -> dict[str, Any]:
     logger = get_run_logger()
     # Deployment triggers render parameters as strings: cast them back here.
     n_trials = int(n_trials) if n_trials not in (None, "", "None") else None
@@ -108,6 +117,7 @@ def training(
     logger.info("training rows %d, holdout rows %d, %d features", len(train), len(holdout), len(columns))
 
     # ── 3. Tune ─────────────────────────────────────────────────────────────────────────────────
+    collector.settle()  # the long-lived heap is built: later collections leave it out
     with stage(timings, "tune"):
         data_fp = tracking.frame_fingerprint(train[["flight_id", "delayed", *columns]])
         study_name = f"{cfg.registry.model_name}-{cutoff:%Y%m%dT%H%M}-{cfg.digest[:8]}-{data_fp[:8]}"

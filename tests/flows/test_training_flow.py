@@ -3,6 +3,7 @@ real MLflow SQLite store, real Feast repo and GX suites, all under a temp home."
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -157,6 +158,14 @@ def test_second_run_is_gated_against_the_champion(env, first, second):
     assert record["verdict"] == second["gate"] and record["champion"] is not None
 
 
+def test_runs_leave_the_collector_as_they_found_it(second):
+    # The flow pauses the cyclic collector while it builds its heap and freezes that heap for the
+    # tuning (evergreen.gcpolicy); the process goes on with the collector on and nothing frozen.
+    assert second["version"]
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+
+
 def test_identical_rerun_resumes_the_study_and_fails_the_gate(env, second):
     from flows.training import training
 
@@ -191,6 +200,7 @@ def test_corrupted_batch_stops_the_run_and_changes_nothing(env, second, raw_data
     with pytest.raises(ValidationFailed) as e:
         training(config=str(path), as_of="2013-05-01")
     assert "expect_column_values_to_be_between on column 'arr_delay'" in str(e.value)
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # stopped while the collector was paused
     assert state(cfg) == before  # versions, aliases and alias history untouched
     assert len(mlflow.search_runs(experiment_names=[cfg.registry.experiment])) == runs_before  # nothing trained
 
