@@ -10,10 +10,11 @@ Runs, each in a fresh process (as a deployment would), side by side:
           default of ``python -m flows.main``), which adds that server's start-up to every run.
 Prints each pair's walls and ratio, the median time of every stage for both side by side, the share of
 the flow body spent in validation, tracking and orchestration stages, the pair ratios' median and range,
-and the ratio of the median process walls. The tuning (same data, seed and trials on both sides) is most
-of the wall and where this machine's drift shows most, so the script also prints how much longer the flow
-takes outside the tuning, and the ratio that gives with the same tuning time on both sides: a steadier
-figure to compare changes with, which leaves out any slowdown of the tuning itself.
+and the ratio of the median process walls. The Optuna trials (same data, seed and trials on both sides)
+are most of the wall and where this machine's drift shows most, so the script also prints how much
+longer the flow takes outside the trials (everything else: imports, the study's storage, every other
+stage, start and exit), and the ratio that gives with the same trials time on both sides: a steadier
+figure to compare changes with, which leaves out any slowdown of the trials themselves.
 
     uv run python bench/overhead.py --as-of 2013-07-01 --trials 50 --repeat 5
 """
@@ -62,6 +63,7 @@ train, holdout = split_frame(frame, w)
 mark("retrieve")
 res, study = tune(train, cols, cfg.tuning, w.validation_start, "sqlite:///" + sys.argv[4], "bare", trials)
 mark("tune")
+marks["search"] = res.search_seconds  # the trials alone, inside the tune stage
 booster, cats, _ = train_final(train, cols, cfg.tuning, res, fit_rows(train, w.validation_start))
 mark("train")
 p = booster.predict(to_model_frame(holdout, cols, cats))
@@ -174,6 +176,7 @@ def main() -> None:
 def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Path) -> None:
     bare, flow, shares, outside = [], [], [], []
     bare_stages: list[dict[str, float]] = []
+    search: dict[str, list[float]] = {"bare": [], "flow": []}  # wall time of the trials alone
     flow_stages: list[dict[str, float]] = []
     for i in range(-1, args.repeat):  # round -1 warms the bytecode cache and the server; not counted
         for f in (base / "home").glob("optuna.db"):
@@ -185,7 +188,9 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
             wall, out = run([sys.executable, "-c", BARE, config, args.as_of, trials, str(db), str(champion)], env)
             if i >= 0:
                 bare.append(wall)
-                bare_stages.append({**json.loads(out.strip().splitlines()[-1]), "process": wall})
+                marks = json.loads(out.strip().splitlines()[-1])
+                search["bare"].append(marks.pop("search"))
+                bare_stages.append({**marks, "process": wall})
 
         def run_flow(i: int = i, trials: str = trials) -> None:
             cmd = [sys.executable, "-m", "flows.training", "--config", config, "--as-of", args.as_of]
@@ -194,6 +199,7 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
                 flow.append(wall)
                 summary = json.loads(out[out.index("{") :])
                 stages, flow_seconds = summary["timings"], summary["flow_seconds"]
+                search["flow"].append(summary["tuning_search_seconds"])
                 flow_stages.append({**stages, "body": flow_seconds, "process": wall})
                 shares.append(overhead_share(stages, flow_seconds))
 
@@ -202,14 +208,14 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
         for step in (run_bare, run_flow) if i % 2 else (run_flow, run_bare):
             step()
         if i >= 0:
-            # The tuning is the same compute on both sides (same data, seed and trials) and most of the
-            # wall: the machine's drift shows mostly there. The rest of each process is where the flow's
-            # own work lies, and it is steadier.
-            outside.append((flow[-1] - flow_stages[-1]["tune"]) - (bare[-1] - bare_stages[-1]["tune"]))
+            # The trials are the same compute on both sides (same data, seed and trials) and most of the
+            # wall: the machine's drift shows mostly there. The rest of each process, imports and the
+            # study's storage included, is where the flow's own work lies, and it is steadier.
+            outside.append((flow[-1] - search["flow"][-1]) - (bare[-1] - search["bare"][-1]))
             print(
                 f"rep {i + 1}: bare {bare[-1]:.1f} s, flow process {flow[-1]:.1f} s (x{flow[-1] / bare[-1]:.3f}), "
-                f"flow body {flow_stages[-1]['body']:.1f} s; tuning bare {bare_stages[-1]['tune']:.1f} s, "
-                f"flow {flow_stages[-1]['tune']:.1f} s; flow - bare outside the tuning {outside[-1]:+.2f} s"
+                f"flow body {flow_stages[-1]['body']:.1f} s; trials bare {search['bare'][-1]:.1f} s, "
+                f"flow {search['flow'][-1]:.1f} s; flow - bare outside the trials {outside[-1]:+.2f} s"
             )
     print("\nmedian stage timings (s):")
     print(f"  {'stage':<16}{'bare':>8}{'flow':>8}")
@@ -235,12 +241,11 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
     pairs = sorted(x / y for x, y in zip(flow, bare, strict=True))
     print(f"pair ratios: median {statistics.median(pairs):.3f}, range {pairs[0]:.3f} .. {pairs[-1]:.3f}")
     extra = statistics.median(outside)
-    tune = statistics.median(r["tune"] for r in bare_stages)
     print(
-        f"flow - bare outside the tuning: median {extra:+.2f} s, range {min(outside):+.2f} .. {max(outside):+.2f} s; "
-        f"tuning medians bare {tune:.1f} s, flow {statistics.median(r['tune'] for r in flow_stages):.1f} s"
+        f"flow - bare outside the trials: median {extra:+.2f} s, range {min(outside):+.2f} .. {max(outside):+.2f} s; "
+        f"trials medians bare {statistics.median(search['bare']):.1f} s, flow {statistics.median(search['flow']):.1f} s"
     )
-    print(f"with the same tuning on both sides: (bare + {extra:.2f} s) / bare = {(b + extra) / b:.3f}")
+    print(f"with the same trials time on both sides: (bare + {extra:.2f} s) / bare = {(b + extra) / b:.3f}")
     print(f"ratio flow/bare = {f / b:.3f}")
 
 

@@ -11,6 +11,7 @@ A flight enters a window by its prediction time, and only if its outcome was kno
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,7 @@ class TuningResult:
     n_pruned: int
     study_name: str
     history: list[dict[str, Any]] = field(default_factory=list)
+    search_seconds: float = 0.0  # wall time of the trials run by this call (0 when none were left to run)
 
 
 def _suggest(trial: Any) -> dict[str, Any]:
@@ -156,6 +158,7 @@ def tune(
     budget = n_trials if n_trials is not None else cfg.n_trials
     done = len([t for t in study.trials if t.state.is_finished()])
     remaining = max(budget - done, 0)
+    searched = time.perf_counter()
     if remaining:
         # One trial at a time, each using every core: trials x threads never exceeds the cores.
         callbacks = [_progress_callback(progress, budget)] if progress else []
@@ -169,6 +172,7 @@ def tune(
         )
     elif progress:
         progress(f"study {study_name} already holds {done} finished trials: resuming with none to run")
+    searched = time.perf_counter() - searched
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise RuntimeError(f"Optuna study '{study_name}' has no completed trial; raise tuning.timeout_seconds")
@@ -182,6 +186,7 @@ def tune(
         n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
         study_name=study_name,
         history=history,
+        search_seconds=round(searched, 3) if remaining else 0.0,
     )
     return result, study
 

@@ -201,6 +201,7 @@ def _training(
         "train_rows": len(train),
         "holdout_rows": len(holdout),
         "tuning_trials": tuning.n_trials,
+        "tuning_search_seconds": tuning.search_seconds,
         "rollout": rollout_summary,
         "timings": timings,
         "flow_seconds": round(time.perf_counter() - started, 3),
