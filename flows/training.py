@@ -99,12 +99,16 @@ def _training(
             from tasks.features import retrieve
 
             columns = model_columns(feature_names(cfg))  # imports Feast (pure Python, one core)
-            # MLflow's imports and first-use costs, paid while DuckDB joins the features (it releases
-            # the GIL, and the other core is free by then): +1.2 s here instead of +2.4 s in the tuning,
-            # where LightGBM already keeps both cores busy.
+            # MLflow's imports and first-use costs, then the tuning's imports (LightGBM, Optuna and its
+            # pruning integration, which brings scikit-learn and SciPy) and fANOVA's, paid while DuckDB
+            # joins the features and GX checks the frame (both release the GIL, and the other core is
+            # free by then) instead of in the tuning, where LightGBM keeps both cores busy.
             warm = prewarm(
                 "mlflow.pyfunc",
                 lambda: tracking.warm_up(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root),
+                "lightgbm",
+                "optuna_integration.lightgbm",
+                "optuna.importance",
             )
             frame = retrieve(cfg, flights, windows.start, windows.end)
             train, holdout = split_frame(frame, windows)
