@@ -121,6 +121,10 @@ def _training(
     logger.info("training rows %d, holdout rows %d, %d features", len(train), len(holdout), len(columns))
 
     # ── 3. Tune ─────────────────────────────────────────────────────────────────────────────────
+    # The warm-up's imports end before the tuning imports anything: two threads importing the same
+    # package at once can see it half-initialised (Optuna's modules import each other).
+    with stage(timings, "warm_up_wait"):
+        warm.join()
     collector.settle()  # the long-lived heap is built: later collections leave it out
     with stage(timings, "tune"):
         data_fp = tracking.frame_fingerprint(train[["flight_id", "delayed", *columns]])
@@ -143,7 +147,6 @@ def _training(
         "evergreen.flow_run": flow_run_id() or "",
     }
     with stage(timings, "log_model"):
-        warm.join()  # one tracking-store setup at a time (it may create the experiment)
         logged = log_run(
             cfg,
             booster=booster,
