@@ -191,8 +191,25 @@ def tune(
     return result, study
 
 
-def _progress_callback(progress: Callable[[str], None], budget: int) -> Callable[[Any, Any], None]:
+PROGRESS_EVERY_SECONDS = 15.0
+
+
+def _progress_callback(
+    progress: Callable[[str], None], budget: int, every_seconds: float = PROGRESS_EVERY_SECONDS
+) -> Callable[[Any, Any], None]:
+    """A progress line for the first trial, then at most one every ``every_seconds``, and the last.
+
+    Not one per trial: in a flow run, the trials took 1.9 s (8%) longer with a line (and a best-value
+    query) per trial, median of 5 alternating pairs at 20 trials. Each line is a log record the flow
+    ships to its server, and LightGBM's threads stall whenever another thread or process takes a core,
+    even for a few milliseconds."""
+    last = [float("-inf")]
+
     def report(study: Any, trial: Any) -> None:
+        now = time.monotonic()
+        if 0 < trial.number < budget - 1 and now - last[0] < every_seconds:
+            return
+        last[0] = now
         try:
             best = f"{study.best_value:.4f}"
         except ValueError:  # no completed trial yet
