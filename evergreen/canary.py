@@ -69,6 +69,16 @@ class VersionStats:
         return None if q is None else q * 1000.0
 
     @property
+    def latency_p50_ms(self) -> float | None:
+        q = quantile(self.latency_buckets, 0.5)
+        return None if q is None else q * 1000.0
+
+    @property
+    def latency_samples(self) -> float:
+        """Requests timed (one per call, whatever its number of rows)."""
+        return self.latency_buckets[-1][1] if self.latency_buckets else 0.0
+
+    @property
     def mean_log_loss(self) -> float | None:
         return self.log_loss_sum / self.labelled if self.labelled else None
 
@@ -189,6 +199,9 @@ class CanaryVerdict:
         return {**asdict(self), "reasons": self.reasons}
 
 
+MIN_P95_SAMPLES = 20  # timed calls below which the latency check judges the median instead of the p95
+
+
 def analyse(
     canary: VersionStats, champion: VersionStats, cfg: CanaryAnalysisConfig, baseline: str = "same window"
 ) -> CanaryVerdict:
@@ -214,11 +227,22 @@ def analyse(
     )
 
     c95, b95 = canary.latency_p95_ms, champion.latency_p95_ms
-    if c95 is not None and b95 is not None:
+    timed = int(canary.latency_samples)
+    if c95 is not None and b95 is not None and timed >= MIN_P95_SAMPLES:
         limit = b95 * cfg.max_latency_p95_ratio + cfg.latency_slack_ms
         checks.append(
             Check("latency_p95", c95 <= limit, c95, limit, f"{c95:.1f} ms vs limit {limit:.1f} ms (champion {b95:.1f})")
         )
+    elif c95 is not None and b95 is not None:
+        # The p95 of a few timed calls is the slowest one: one pause of the host would roll back a
+        # healthy canary. The median, under the same rule, still catches a canary slow on every call.
+        c50, b50 = canary.latency_p50_ms or 0.0, champion.latency_p50_ms or 0.0
+        limit = b50 * cfg.max_latency_p95_ratio + cfg.latency_slack_ms
+        note = (
+            f"median {c50:.1f} ms vs limit {limit:.1f} ms (champion {b50:.1f}): {timed} timed calls "
+            f"< {MIN_P95_SAMPLES}, too few for a p95"
+        )
+        checks.append(Check("latency_p50", c50 <= limit, c50, limit, note))
     else:
         checks.append(Check("latency_p95", True, c95, None, "no champion latency to compare with: skipped"))
 

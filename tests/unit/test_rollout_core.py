@@ -232,3 +232,29 @@ def test_rollout_steps_must_rise_to_100():
     assert RolloutConfig(webhook_url="https://gw.example:8443/hooks/rollout").resolved_metrics_url == (
         "https://gw.example:8443/metrics"
     )
+
+
+def test_a_few_timed_calls_are_judged_by_their_median_not_by_the_slowest():
+    # A canary whose rows came in 9 calls: their p95 is the slowest call, and one pause of the host
+    # would roll a healthy canary back. The median under the same rule still catches a slow canary.
+    cfg = CanaryAnalysisConfig(min_requests=50, min_labelled=50, max_error_rate=0.01, max_prediction_psi=1.0)
+    rng = np.random.default_rng(3)
+    champion = _stats("1", 400, 0, 0.02, rng.beta(2, 5, 400), rng.exponential(0.5, 400))
+
+    def canary(latencies: list[float]):
+        s = _stats("2", 100, 0, 0.02, rng.beta(2, 5, 100), rng.exponential(0.5, 100))
+        s.latency_buckets = stats_for(parse_metrics(_exposition("2", 9, 0, latencies, [])), "2").latency_buckets
+        return s
+
+    one_pause = canary([0.015] * 8 + [0.09])
+    assert one_pause.latency_samples == 9 and one_pause.latency_p95_ms > 50
+    v = analyse(one_pause, champion, cfg)
+    assert v.passed, v.reasons
+    assert [c.name for c in v.checks if c.name.startswith("latency")] == ["latency_p50"]
+
+    slow = analyse(canary([0.09] * 9), champion, cfg)
+    assert not slow.passed and [r.split(":")[0] for r in slow.reasons] == ["latency_p50"]
+
+    slow_many = _stats("2", 100, 0, 0.09, rng.beta(2, 5, 100), rng.exponential(0.5, 100))
+    many = analyse(slow_many, champion, cfg)
+    assert [r.split(":")[0] for r in many.reasons] == ["latency_p95"]  # 100 timed calls: the p95 is judged
