@@ -99,16 +99,13 @@ def _training(
             from tasks.features import retrieve
 
             columns = model_columns(feature_names(cfg))  # imports Feast (pure Python, one core)
-            # MLflow's imports and first-use costs, then the tuning's imports (LightGBM, Optuna and its
-            # pruning integration, which brings scikit-learn and SciPy) and fANOVA's, paid while DuckDB
-            # joins the features and GX checks the frame (both release the GIL, and the other core is
-            # free by then) instead of in the tuning, where LightGBM keeps both cores busy.
+            # MLflow's imports and first-use costs, paid while DuckDB joins the features and GX checks
+            # the frame (both release the GIL, and the other core is free by then) instead of in the
+            # tuning, where LightGBM keeps both cores busy. (The tuning's own imports were tried here
+            # too: with the wait below they gained nothing, see docs/benchmarks.md.)
             warm = prewarm(
                 "mlflow.pyfunc",
                 lambda: tracking.warm_up(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root),
-                "lightgbm",
-                "optuna_integration.lightgbm",
-                "optuna.importance",
             )
             frame = retrieve(cfg, flights, windows.start, windows.end)
             train, holdout = split_frame(frame, windows)
@@ -122,7 +119,7 @@ def _training(
 
     # ── 3. Tune ─────────────────────────────────────────────────────────────────────────────────
     # The warm-up's imports end before the tuning imports anything: two threads importing the same
-    # package at once can see it half-initialised (Optuna's modules import each other).
+    # package at once can see it half-initialised (Optuna and MLflow share SQLAlchemy and Alembic).
     with stage(timings, "warm_up_wait"):
         warm.join()
     collector.settle()  # the long-lived heap is built: later collections leave it out
