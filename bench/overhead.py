@@ -125,9 +125,8 @@ def prefect_server(env: dict[str, str], log: Path) -> Iterator[str]:
 
 def overhead_share(stages: dict[str, float], flow_seconds: float) -> dict[str, float]:
     """Validation = what the GX stages add to the critical path; tracking = logging and registering
-    the model, and any wait for the warm-up thread (MLflow's set-up, and the tuning's imports that the
-    bare script pays in its tune stage: counted as overhead, an overstatement); orchestration = the
-    flow body's time outside any stage (task and state handling)."""
+    the model, and any wait for the warm-up thread (MLflow's set-up); orchestration = the flow body's
+    time outside any stage (task and state handling)."""
     validation = stages.get("validate_raw", 0) + stages.get("validate_frame", 0)
     tracking = stages.get("log_model", 0) + stages.get("register", 0) + stages.get("warm_up_wait", 0)
     orchestration = max(flow_seconds - sum(stages.values()), 0.0)

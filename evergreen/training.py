@@ -158,8 +158,9 @@ def tune(
     budget = n_trials if n_trials is not None else cfg.n_trials
     done = len([t for t in study.trials if t.state.is_finished()])
     remaining = max(budget - done, 0)
-    searched = time.perf_counter()
+    search_seconds = 0.0
     if remaining:
+        started = time.perf_counter()
         # One trial at a time, each using every core: trials x threads never exceeds the cores.
         callbacks = [_progress_callback(progress, budget)] if progress else []
         study.optimize(
@@ -170,9 +171,9 @@ def tune(
             gc_after_trial=False,
             callbacks=callbacks,
         )
+        search_seconds = round(time.perf_counter() - started, 3)
     elif progress:
         progress(f"study {study_name} already holds {done} finished trials: resuming with none to run")
-    searched = time.perf_counter() - searched
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise RuntimeError(f"Optuna study '{study_name}' has no completed trial; raise tuning.timeout_seconds")
@@ -186,7 +187,7 @@ def tune(
         n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
         study_name=study_name,
         history=history,
-        search_seconds=round(searched, 3) if remaining else 0.0,
+        search_seconds=search_seconds,
     )
     return result, study
 
