@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import statistics
@@ -140,6 +141,16 @@ def overhead_share(stages: dict[str, float], flow_seconds: float) -> dict[str, f
     }
 
 
+def median_ci(values: list[float], confidence: float = 0.95, resamples: int = 10_000) -> tuple[float, float]:
+    """Percentile bootstrap interval of the median: how far the median of this many noisy pairs can
+    be trusted (on this machine one pair's ratio moves by up to 0.1 with the trials' speed)."""
+    rng = random.Random(0)
+    n = len(values)
+    medians = sorted(statistics.median(rng.choices(values, k=n)) for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    return medians[int(tail * resamples)], medians[min(int((1 - tail) * resamples), resamples - 1)]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--as-of", default="2013-07-01")
@@ -240,13 +251,27 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
     # minutes, by a third at worst), in alternating order: the pairs' ratios show the spread, and
     # their median is steadier under that drift than the ratio of the medians.
     pairs = sorted(x / y for x, y in zip(flow, bare, strict=True))
-    print(f"pair ratios: median {statistics.median(pairs):.3f}, range {pairs[0]:.3f} .. {pairs[-1]:.3f}")
-    extra = statistics.median(outside)
+    lo, hi = median_ci(pairs)
     print(
-        f"flow - bare outside the trials: median {extra:+.2f} s, range {min(outside):+.2f} .. {max(outside):+.2f} s; "
-        f"trials medians bare {statistics.median(search['bare']):.1f} s, flow {statistics.median(search['flow']):.1f} s"
+        f"pair ratios: median {statistics.median(pairs):.3f} (95% bootstrap interval {lo:.3f} .. {hi:.3f}), "
+        f"range {pairs[0]:.3f} .. {pairs[-1]:.3f}"
     )
-    print(f"with the same trials time on both sides: (bare + {extra:.2f} s) / bare = {(b + extra) / b:.3f}")
+    extra = statistics.median(outside)
+    lo, hi = median_ci(outside)
+    print(
+        f"flow - bare outside the trials: median {extra:+.2f} s (95% bootstrap interval {lo:+.2f} .. {hi:+.2f}), "
+        f"range {min(outside):+.2f} .. {max(outside):+.2f} s"
+    )
+    slower = [f - x for f, x in zip(search["flow"], search["bare"], strict=True)]
+    print(
+        f"trials: medians bare {statistics.median(search['bare']):.1f} s, flow {statistics.median(search['flow']):.1f} s; "
+        f"flow - bare per pair median {statistics.median(slower):+.2f} s, longer in the flow in "
+        f"{sum(d > 0 for d in slower)} of {len(slower)} pairs"
+    )
+    print(
+        f"with the same trials time on both sides: (bare + {extra:.2f} s) / bare = {(b + extra) / b:.3f} "
+        f"(interval {(b + lo) / b:.3f} .. {(b + hi) / b:.3f})"
+    )
     print(f"ratio flow/bare = {f / b:.3f}")
 
 
