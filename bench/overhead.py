@@ -9,8 +9,8 @@ Runs, each in a fresh process (as a deployment would), side by side:
           ``--ephemeral`` each flow process starts its own temporary server instead (the embedded
           default of ``python -m flows.main``), which adds that server's start-up to every run.
 Prints each pair's walls and ratio, the median time of every stage for both side by side, the share of
-the flow body spent in validation, tracking and orchestration stages, the pair ratios' median (with a 95% bootstrap interval) and range,
-and the ratio of the median process walls. The Optuna trials (same data, seed and trials on both sides)
+the flow body spent in validation, tracking and orchestration stages, the pair ratios' median (with a
+95% bootstrap interval) and range, and the ratio of the median process walls. The Optuna trials (same data, seed and trials on both sides)
 are most of the wall and where this machine's drift shows most, so the script also prints how much
 longer the flow takes outside the trials (everything else: imports, the study's storage, every other
 stage, start and exit), and the ratio that gives with the same trials time on both sides: a steadier
