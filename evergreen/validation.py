@@ -156,7 +156,12 @@ def validate_frames(
         vd = gx.ValidationDefinition(name=name, data=batch_def, suite=suite)
         # Timestamps with time zones confuse some GX metrics; the contracts check them for nulls only.
         view = suite_view(frame, spec)
-        result = vd.run(batch_parameters={"dataframe": view}, result_format="SUMMARY")
+        # A passing suite is reported with BASIC results (observed values and counts); a failing one is
+        # run again with SUMMARY, which adds how often each unexpected value occurs and where. SUMMARY
+        # costs about 40% more CPU on a passing batch, where those lists are empty.
+        result = vd.run(batch_parameters={"dataframe": view}, result_format="BASIC")
+        if not result.success:
+            result = vd.run(batch_parameters={"dataframe": view}, result_format="SUMMARY")
         path = report_dir / f"{name}.json"
         path.write_text(json.dumps(result.to_json_dict(), indent=1, default=str))
         failures = [_failure(r) for r in result.results if not r.success]

@@ -28,6 +28,10 @@ def test_corrupt_batch_fails_with_expectation_column_and_count(raw_data, tmp_pat
     assert "nothing was trained" in text and str(tmp_path / "flights.json") in text
     full = json.loads((tmp_path / "flights.json").read_text())
     assert full["success"] is False and len(full["results"]) == results[0].evaluated
+    # The full result of a failed suite says which values broke a rule, how often, and in which rows.
+    arr = next(r["result"] for r in full["results"] if r["expectation_config"]["kwargs"].get("column") == "arr_delay")
+    assert arr["partial_unexpected_counts"] == [{"value": 99999.0, "count": 20}]
+    assert arr["partial_unexpected_index_list"] == list(range(20))
 
 
 def test_validator_process_gives_the_in_process_results_and_reports(raw_data, tmp_path):
