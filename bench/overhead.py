@@ -10,13 +10,14 @@ Runs, each in a fresh process (as a deployment would), side by side:
           default of ``python -m flows.main``), which adds that server's start-up to every run.
 Prints each pair's walls and ratio, the median time of every stage for both side by side, the share of
 the flow body spent in validation, tracking and orchestration stages, the pair ratios' median (with a
-95% bootstrap interval) and range, and the ratio of the median process walls. The Optuna trials (same data, seed and trials on both sides)
-are most of the wall and where this machine's drift shows most, so the script also prints how much
-longer the flow takes outside the trials (everything else: imports, the study's storage, every other
-stage, start and exit), and the ratio that gives with the same trials time on both sides: a steadier
-figure to compare changes with, which leaves out any slowdown of the trials themselves.
+95% bootstrap interval) and range, and the ratio of the median process walls. The Optuna trials (same
+data, seed and trials on both sides) are most of the wall and where this machine's drift shows most, so
+the script also prints how much longer the flow takes outside the trials (everything else: imports,
+the study's storage, every other stage, start and exit), and the ratio that gives with the same trials
+time on both sides: a steadier figure to compare changes with, which leaves out any slowdown of the
+trials themselves (the per-pair difference of the trials is printed beside it).
 
-    uv run python bench/overhead.py --as-of 2013-07-01 --trials 50 --repeat 5
+    uv run --frozen python bench/overhead.py --as-of 2013-07-01 --trials 50 --repeat 15   # about 35 min
 """
 
 from __future__ import annotations
