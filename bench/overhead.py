@@ -66,6 +66,7 @@ mark("retrieve")
 res, study = tune(train, cols, cfg.tuning, w.validation_start, "sqlite:///" + sys.argv[4], "bare", trials)
 mark("tune")
 marks["search"] = res.search_seconds  # the trials alone, inside the tune stage
+marks["search_cpu"] = res.search_cpu_seconds
 booster, cats, _ = train_final(train, cols, cfg.tuning, res, fit_rows(train, w.validation_start))
 mark("train")
 p = booster.predict(to_model_frame(holdout, cols, cats))
@@ -190,6 +191,7 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
     bare, flow, shares, outside = [], [], [], []
     bare_stages: list[dict[str, float]] = []
     search: dict[str, list[float]] = {"bare": [], "flow": []}  # wall time of the trials alone
+    search_cpu: dict[str, list[float]] = {"bare": [], "flow": []}  # the process's CPU time over them
     flow_stages: list[dict[str, float]] = []
     for i in range(-1, args.repeat):  # round -1 warms the bytecode cache and the server; not counted
         for f in (base / "home").glob("optuna.db"):
@@ -203,6 +205,7 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
                 bare.append(wall)
                 marks = json.loads(out.strip().splitlines()[-1])
                 search["bare"].append(marks.pop("search"))
+                search_cpu["bare"].append(marks.pop("search_cpu"))
                 bare_stages.append({**marks, "process": wall})
 
         def run_flow(i: int = i, trials: str = trials) -> None:
@@ -213,6 +216,7 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
                 summary = json.loads(out[out.index("{") :])
                 stages, flow_seconds = summary["timings"], summary["flow_seconds"]
                 search["flow"].append(summary["tuning_search_seconds"])
+                search_cpu["flow"].append(summary["tuning_search_cpu_seconds"])
                 flow_stages.append({**stages, "body": flow_seconds, "process": wall})
                 shares.append(overhead_share(stages, flow_seconds))
 
@@ -228,7 +232,8 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
             print(
                 f"rep {i + 1}: bare {bare[-1]:.1f} s, flow process {flow[-1]:.1f} s (x{flow[-1] / bare[-1]:.3f}), "
                 f"flow body {flow_stages[-1]['body']:.1f} s; trials bare {search['bare'][-1]:.1f} s, "
-                f"flow {search['flow'][-1]:.1f} s; flow - bare outside the trials {outside[-1]:+.2f} s"
+                f"flow {search['flow'][-1]:.1f} s (CPU {search_cpu['bare'][-1]:.1f} and {search_cpu['flow'][-1]:.1f} s); "
+                f"flow - bare outside the trials {outside[-1]:+.2f} s"
             )
     print("\nmedian stage timings (s):")
     print(f"  {'stage':<16}{'bare':>8}{'flow':>8}")
@@ -268,6 +273,15 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
         f"trials: medians bare {statistics.median(search['bare']):.1f} s, flow {statistics.median(search['flow']):.1f} s; "
         f"flow - bare per pair median {statistics.median(slower):+.2f} s, longer in the flow in "
         f"{sum(d > 0 for d in slower)} of {len(slower)} pairs"
+    )
+    # CPU time leaves out what the machine takes away from the process (another tenant, the
+    # hypervisor's steal), and counts what the flow's process itself adds: its other threads, and
+    # LightGBM's threads spinning at a barrier while one of them waits for a core.
+    cpu = sorted(f / x for f, x in zip(search_cpu["flow"], search_cpu["bare"], strict=True))
+    lo_c, hi_c = median_ci(cpu)
+    print(
+        f"trials' CPU time, flow / bare per pair: median {statistics.median(cpu):.3f} (95% bootstrap interval "
+        f"{lo_c:.3f} .. {hi_c:.3f}), higher in the flow in {sum(r > 1 for r in cpu)} of {len(cpu)} pairs"
     )
     print(
         f"with the same trials time on both sides: (bare + {extra:.2f} s) / bare = {(b + extra) / b:.3f} "

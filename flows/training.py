@@ -206,6 +206,7 @@ def _training(
         "holdout_rows": len(holdout),
         "tuning_trials": tuning.n_trials,
         "tuning_search_seconds": tuning.search_seconds,
+        "tuning_search_cpu_seconds": tuning.search_cpu_seconds,
         "rollout": rollout_summary,
         "timings": timings,
         "flow_seconds": round(time.perf_counter() - started, 3),

@@ -176,6 +176,7 @@ def test_identical_rerun_resumes_the_study_and_fails_the_gate(env, second):
     again = training(config=env["path"], as_of="2013-05-01", n_trials=3, reason="manual")
     assert again["tuning_trials"] == second["tuning_trials"]  # the persisted study already had its trials
     assert second["tuning_search_seconds"] > 0 and again["tuning_search_seconds"] == 0  # no trial ran again
+    assert second["tuning_search_cpu_seconds"] > 0 and again["tuning_search_cpu_seconds"] == 0
     assert again["gate"] == "fail"  # the same model is not measurably better than itself
     assert any(r.startswith("FAIL improvement:roc_auc") and "[+0.0000, +0.0000]" in r for r in again["gate_reasons"])
     _, after, _ = state(cfg)
