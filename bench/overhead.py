@@ -274,9 +274,9 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
         f"flow - bare per pair median {statistics.median(slower):+.2f} s, longer in the flow in "
         f"{sum(d > 0 for d in slower)} of {len(slower)} pairs"
     )
-    # CPU time leaves out what the machine takes away from the process (another tenant, the
-    # hypervisor's steal), and counts what the flow's process itself adds: its other threads, and
-    # LightGBM's threads spinning at a barrier while one of them waits for a core.
+    # CPU time counts what the flow's process itself adds (its other threads, LightGBM's threads spinning
+    # at a barrier while one of them waits for a core) and leaves out steal the kernel accounts for. A
+    # virtual core that just runs slower is charged as CPU time too, so it grows with the wall time there.
     cpu = sorted(f / x for f, x in zip(search_cpu["flow"], search_cpu["bare"], strict=True))
     lo_c, hi_c = median_ci(cpu)
     print(
