@@ -27,7 +27,7 @@ import pandas as pd
 
 from evergreen.config import load_config
 from evergreen.data import load_raw, prepare_flights
-from evergreen.training import plan_windows
+from evergreen.training import plan_windows, raw_batch
 from evergreen.validation import defer_unused_imports, load_suite_spec, suite_view, validate_frames
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,21 +39,13 @@ def cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def raw_batch(as_of: str) -> dict[str, pd.DataFrame]:
-    """The raw tables the training flow validates for ``as_of`` (same window arithmetic as the flow)."""
+def batch(as_of: str) -> dict[str, pd.DataFrame]:
+    """The raw tables the training flow validates for ``as_of``, each cut to the columns its suite reads."""
     cfg = load_config(str(ROOT / "configs" / "default.yaml"))
     raw = load_raw(cfg.data.source)
     flights = prepare_flights(raw.flights, cfg.problem.lead_time_hours, cfg.problem.delay_threshold_minutes)
-    windows = plan_windows(pd.Timestamp(as_of, tz="UTC"), cfg.window)
-    lo, hi = windows.start - pd.Timedelta(days=31), windows.end
-    in_batch = (flights["prediction_time"] >= lo) & (flights["prediction_time"] < hi)
-    wt = pd.to_datetime(raw.weather["time_hour"], utc=True)
-    batch = {
-        "flights": raw.flights[in_batch.to_numpy()],
-        "weather": raw.weather[((wt >= lo) & (wt < hi)).to_numpy()],
-        "planes": raw.planes,
-    }
-    return {name: suite_view(frame, load_suite_spec(name)) for name, frame in batch.items()}
+    tables, _, _ = raw_batch(raw, flights, plan_windows(pd.Timestamp(as_of, tz="UTC"), cfg.window))
+    return {name: suite_view(frame, load_suite_spec(name)) for name, frame in tables.items()}
 
 
 def main() -> None:
@@ -63,7 +55,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-    frames = raw_batch(args.as_of)
+    frames = batch(args.as_of)
     defer_unused_imports()  # as in the flow's validation process
     import great_expectations  # noqa: F401 - imported once, before anything is timed
 

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from evergreen.config import TuningConfig, WindowConfig
+from evergreen.data import RawData
 from evergreen.features import learn_categories, to_model_frame
 
 LABEL = "delayed"
@@ -33,6 +34,26 @@ class Windows:
 
     def as_dict(self) -> dict[str, str]:
         return {k: v.isoformat() for k, v in vars(self).items()}
+
+
+FEATURE_LOOKBACK = pd.Timedelta(days=31)  # raw rows that feed the window's 30-day features
+
+
+def raw_batch(
+    raw: RawData, flights: pd.DataFrame, windows: Windows
+) -> tuple[dict[str, pd.DataFrame], pd.Timestamp, pd.Timestamp]:
+    """The raw tables a run on ``windows`` reads, to validate before anything is trained: the flights
+    predicted in the window or in the feature lookback before it (``flights`` is ``raw.flights``
+    prepared, row for row), the weather of those hours and every plane; with the bounds [lo, hi)."""
+    lo, hi = windows.start - FEATURE_LOOKBACK, windows.end
+    in_batch = (flights["prediction_time"] >= lo) & (flights["prediction_time"] < hi)
+    wt = pd.to_datetime(raw.weather["time_hour"], utc=True)
+    tables = {
+        "flights": raw.flights[in_batch.to_numpy()],
+        "weather": raw.weather[((wt >= lo) & (wt < hi)).to_numpy()],
+        "planes": raw.planes,
+    }
+    return tables, lo, hi
 
 
 def plan_windows(as_of: pd.Timestamp, window: WindowConfig) -> Windows:

@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger
 from evergreen.config import load_config
 from evergreen.features import model_columns
 from evergreen.gcpolicy import HeldCollector, hold_collector
-from evergreen.training import plan_windows, split_frame
+from evergreen.training import plan_windows, raw_batch, split_frame
 from evergreen.validation import ValidatorProcess
 from tasks.common import flow_run_id, prewarm, stage, table_artifact
 from tasks.data import load_raw_data, prepare
@@ -33,7 +33,6 @@ REASONS = ("manual", "schedule", "drift")
 DEFAULT_CONFIG = os.environ.get("EVERGREEN_CONFIG") or str(
     Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 )
-FEATURE_LOOKBACK = pd.Timedelta(days=31)  # raw rows that feed the window's 30-day features
 
 
 def parse_as_of(value: str | None, flights: pd.DataFrame) -> pd.Timestamp:
@@ -79,18 +78,11 @@ def _training(
             flights = prepare(cfg, raw)
             cutoff = parse_as_of(as_of, flights)
             windows = plan_windows(cutoff, cfg.window)
-            lo, hi = windows.start - FEATURE_LOOKBACK, windows.end
-            in_batch = (flights["prediction_time"] >= lo) & (flights["prediction_time"] < hi)
-            wt = pd.to_datetime(raw.weather["time_hour"], utc=True)
+            batch, lo, hi = raw_batch(raw, flights, windows)
             report_dir = cfg.reports_dir / "validation" / run_dir_key
-            raw_batch = {
-                "flights": raw.flights[in_batch.to_numpy()],
-                "weather": raw.weather[((wt >= lo) & (wt < hi)).to_numpy()],
-                "planes": raw.planes,
-            }
         # The raw batch is validated beside the retrieval (both only read): nothing is tuned, trained,
         # logged or registered before its verdict is in.
-        raw_check = validate_batch.submit(raw_batch, report_dir, f"Raw batch {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}", validator)
+        raw_check = validate_batch.submit(batch, report_dir, f"Raw batch {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}", validator)
 
         # ── 2. Retrieve (point-in-time, through Feast) ─────────────────────────────────────────────
         with stage(timings, "retrieve"):

@@ -84,3 +84,20 @@ def test_real_data_delay_rate_swings_between_months(prepared_flights):
     by_month = prepared_flights.groupby("month")["delayed"].mean()
     assert len(prepared_flights) == 336776
     assert by_month.max() - by_month.min() > 0.15
+
+
+def test_raw_batch_holds_the_window_and_its_feature_lookback(raw_data):
+    from evergreen.config import WindowConfig
+    from evergreen.training import FEATURE_LOOKBACK, plan_windows, raw_batch
+
+    flights = prepare_flights(raw_data.flights, 2.0, 15.0)
+    windows = plan_windows(pd.Timestamp("2013-07-01", tz="UTC"), WindowConfig(train_days=60, holdout_days=7))
+    tables, lo, hi = raw_batch(raw_data, flights, windows)
+    assert (lo, hi) == (windows.start - FEATURE_LOOKBACK, windows.end)
+    kept = flights.loc[tables["flights"].index, "prediction_time"]
+    assert kept.between(lo, hi, inclusive="left").all()
+    outside = flights.drop(tables["flights"].index)["prediction_time"]
+    assert not outside.between(lo, hi, inclusive="left").any() and len(outside) > 0
+    hours = pd.to_datetime(tables["weather"]["time_hour"], utc=True)
+    assert hours.min() >= lo and hours.max() < hi and len(tables["weather"]) < len(raw_data.weather)
+    assert tables["planes"] is raw_data.planes
