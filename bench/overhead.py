@@ -17,7 +17,11 @@ the study's storage, every other stage, start and exit), and the ratio that give
 time on both sides: a steadier figure to compare changes with, which leaves out any slowdown of the
 trials themselves (the per-pair difference of the trials is printed beside it).
 
-    uv run --frozen python bench/overhead.py --as-of 2013-07-01 --trials 50 --repeat 15   # about 35 min
+    uv run --frozen python bench/overhead.py --as-of 2013-07-01 --trials 50 --repeat 40 | tee run.log   # about 80 min
+
+One run of 40 pairs is about what it takes on a noisy 2-core machine to tell a 5% overhead from the
+trials' noise. ``--pool run1.log run2.log ...`` reads the pair lines of saved outputs (a run cut short
+included) and prints the same pair figures for all of them together, without running anything.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -159,7 +164,11 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=50)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--ephemeral", action="store_true", help="each flow process starts its own temporary server")
+    p.add_argument("--pool", nargs="+", type=Path, metavar="LOG", help="pool the pairs of saved outputs; run nothing")
     args = p.parse_args()
+    if args.pool:
+        pool(args.pool)
+        return
     base = Path(tempfile.mkdtemp(prefix="evergreen-bench-"))
     env = {
         **os.environ,
@@ -251,6 +260,18 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
         f"orchestration {last['orchestration']:.2f} s of {last['flow']:.2f} s"
     )
     print(f"orchestration + tracking + validation share of the flow body: median {share:.1%} (target < 5%)")
+    print_pairs(bare, flow, outside, search, search_cpu)
+
+
+def print_pairs(
+    bare: list[float],
+    flow: list[float],
+    outside: list[float],
+    search: dict[str, list[float]],
+    search_cpu: dict[str, list[float]],
+) -> None:
+    """The figures that need only each pair's walls: process walls, the trials' walls and CPU time, and
+    the flow's time outside the trials."""
     b, f = statistics.median(bare), statistics.median(flow)
     print(f"median process wall: bare {b:.1f} s, flow {f:.1f} s")
     # Back-to-back pairs share the machine's state of the moment (this machine's speed drifts over
@@ -274,20 +295,57 @@ def measure(args: argparse.Namespace, env: dict[str, str], config: str, base: Pa
         f"flow - bare per pair median {statistics.median(slower):+.2f} s, longer in the flow in "
         f"{sum(d > 0 for d in slower)} of {len(slower)} pairs"
     )
+    ratios = [f / x for f, x in zip(search["flow"], search["bare"], strict=True)]
+    lo_t, hi_t = median_ci(ratios)
+    print(
+        f"trials, flow / bare per pair: median {statistics.median(ratios):.3f} (95% bootstrap interval {lo_t:.3f} .. {hi_t:.3f})"
+    )
     # CPU time counts what the flow's process itself adds (its other threads, LightGBM's threads spinning
     # at a barrier while one of them waits for a core) and leaves out steal the kernel accounts for. A
     # virtual core that just runs slower is charged as CPU time too, so it grows with the wall time there.
-    cpu = sorted(f / x for f, x in zip(search_cpu["flow"], search_cpu["bare"], strict=True))
-    lo_c, hi_c = median_ci(cpu)
-    print(
-        f"trials' CPU time, flow / bare per pair: median {statistics.median(cpu):.3f} (95% bootstrap interval "
-        f"{lo_c:.3f} .. {hi_c:.3f}), higher in the flow in {sum(r > 1 for r in cpu)} of {len(cpu)} pairs"
-    )
+    cpu = [f / x for f, x in zip(search_cpu["flow"], search_cpu["bare"], strict=True)]
+    if cpu:  # outputs saved before the tuning reported its CPU time have none
+        lo_c, hi_c = median_ci(cpu)
+        print(
+            f"trials' CPU time, flow / bare per pair: median {statistics.median(cpu):.3f} (95% bootstrap interval "
+            f"{lo_c:.3f} .. {hi_c:.3f}), higher in the flow in {sum(r > 1 for r in cpu)} of {len(cpu)} pairs"
+        )
     print(
         f"with the same trials time on both sides: (bare + {extra:.2f} s) / bare = {(b + extra) / b:.3f} "
         f"(interval {(b + lo) / b:.3f} .. {(b + hi) / b:.3f})"
     )
     print(f"ratio flow/bare = {f / b:.3f}")
+
+
+# One line per pair, as measure() prints it; the CPU field is absent from outputs saved before it existed.
+PAIR_LINE = re.compile(
+    r"^rep \d+: bare ([\d.]+) s, flow process ([\d.]+) s .*?; trials bare ([\d.]+) s, flow ([\d.]+) s"
+    r"(?: \(CPU ([\d.]+) and ([\d.]+) s\))?; flow - bare outside the trials ([+-][\d.]+) s$",
+    re.MULTILINE,
+)
+
+
+def pool(logs: list[Path]) -> None:
+    """Pair figures over the pairs of several saved outputs, resampled together."""
+    bare, flow, outside = [], [], []
+    search: dict[str, list[float]] = {"bare": [], "flow": []}
+    search_cpu: dict[str, list[float]] = {"bare": [], "flow": []}
+    for log in logs:
+        found = PAIR_LINE.findall(log.read_text())
+        if not found:
+            sys.exit(f"{log}: no pair lines ('rep N: bare ...'); pass the saved output of bench/overhead.py")
+        print(f"{log}: {len(found)} pairs")
+        for b, f, sb, sf, cb, cf, out in found:
+            bare.append(float(b))
+            flow.append(float(f))
+            search["bare"].append(float(sb))
+            search["flow"].append(float(sf))
+            if cb:
+                search_cpu["bare"].append(float(cb))
+                search_cpu["flow"].append(float(cf))
+            outside.append(float(out))
+    print(f"pooled: {len(bare)} pairs (walls as printed, to 0.1 s)")
+    print_pairs(bare, flow, outside, search, search_cpu)
 
 
 if __name__ == "__main__":
