@@ -13,13 +13,16 @@ run: ## Main job on the embedded default: features -> Feast -> training (two as_
 features: ## Rebuild feature tables, feast apply, backfill the online store
 	$(UV) run --frozen python -m flows.features
 
-train: ## One training run; AS_OF=2013-06-01 TRIALS=20
-	$(UV) run --frozen python -m flows.training $(if $(AS_OF),--as-of $(AS_OF)) $(if $(TRIALS),--trials $(TRIALS))
+train: ## One training run; AS_OF=2013-06-01 N_TRIALS=20
+	$(UV) run --frozen python -m flows.training $(if $(AS_OF),--as-of $(AS_OF)) $(if $(N_TRIALS),--n-trials $(N_TRIALS))
 
-test: ## Run the test suite (what CI runs)
+test: ## Run the whole test suite (what CI runs)
 	$(UV) run --frozen pytest
 
-lint: ## ruff lint + format check, mypy on the core
+test-fast: ## The tests without the real stack and the end-to-end flows (a few minutes)
+	$(UV) run --frozen pytest -m "not e2e and not slow"
+
+lint: ## ruff lint + format check, mypy (what CI runs before the tests)
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
@@ -37,8 +40,8 @@ prefect-ui: ## Prefect server and UI (http://127.0.0.1:4200)
 drift: ## Drift check; AS_OF=2013-12-20
 	$(UV) run --frozen python -m flows.drift $(if $(AS_OF),--as-of $(AS_OF))
 
-replay: ## Replay 2013 week by week: static vs always-retrain vs Evergreen; START=2013-03-01 WEEKS=3 TRIALS=2 OUT=dir
-	$(UV) run --frozen python -m flows.replay $(if $(START),--start $(START)) $(if $(WEEKS),--weeks $(WEEKS)) $(if $(TRIALS),--trials $(TRIALS)) $(if $(OUT),--output $(OUT))
+replay: ## Replay 2013 week by week: static vs always-retrain vs Evergreen; START=2013-03-01 WEEKS=3 N_TRIALS=2 OUT=dir
+	$(UV) run --frozen python -m flows.replay $(if $(START),--start $(START)) $(if $(WEEKS),--weeks $(WEEKS)) $(if $(N_TRIALS),--n-trials $(N_TRIALS)) $(if $(OUT),--output $(OUT))
 
 gateway: ## Serving gateway on 127.0.0.1:8800 (EVERGREEN_ROLLOUT_SECRET enables /rollout)
 	$(UV) run --frozen python -m deployments.gateway
@@ -64,4 +67,4 @@ rollback: ## Move champion back to previous_champion (REASON required)
 clean: ## Remove the local state folder (.evergreen)
 	rm -rf .evergreen
 
-.PHONY: help install run features train drift replay gateway rollout stack-up stack-down deploy test lint format mlflow-ui prefect-ui status rollback clean
+.PHONY: help install run features train drift replay gateway rollout stack-up stack-down deploy test test-fast lint format mlflow-ui prefect-ui status rollback clean

@@ -17,7 +17,7 @@ Drawing rows instead would put k copies of a flight on one aircraft at the same 
 Per scale and repetition (``--repeat``, scales interleaved: 1x 3x 10x 1x 3x 10x ..., medians
 reported), in a fresh temp home and its own processes (as a deployment would run them):
   features - ``python -m flows.features`` (validate, build tables, feast apply, online backfill);
-  training - ``python -m flows.training --as-of A --trials N`` (first model: no champion to score).
+  training - ``python -m flows.training --as-of A --n-trials N`` (first model: no champion to score).
 First, an untimed warm-up (features and a 1-trial training at the smallest scale) takes first-use
 costs off the clock: the OS page cache and the bytecode of lazily imported packages.
 Measured: each process's wall; the stage timings and flow body the flows return; peak RSS of the
@@ -206,7 +206,7 @@ def run_scale(base: Path, k: int, run: str, trials: int, args: argparse.Namespac
     py = [sys.executable, "-m"]
     feats = run_measured([*py, "flows.features", "--config", str(config)], env, base / "features.log", args.timeout)
     train = run_measured(
-        [*py, "flows.training", "--config", str(config), "--as-of", args.as_of, "--trials", str(trials)],
+        [*py, "flows.training", "--config", str(config), "--as-of", args.as_of, "--n-trials", str(trials)],
         env,
         base / "training.log",
         args.timeout,

@@ -1,88 +1,115 @@
-"""Cost of the data contracts: GX's result formats on the training flow's raw batch.
+"""Where GX runs in a training run: in the flow's process, or in a worker process beside it.
 
-The raw batch is what the training flow validates for ``--as-of``: flights predicted in the training
-window and the 31 days of feature history before it, the weather of those days, all planes. Each suite
-runs on the columns it reads (``suite_view``), in one process with GX imported once, as the flow's
-validation process does. Timed (CPU seconds of this process, median of ``--repeat`` runs, after one
-uncounted warm-up):
-  - ``evergreen.validation.validate_frames`` with each result format GX offers for every run
-    (BOOLEAN_ONLY, BASIC, SUMMARY), reports written as in a flow;
-  - ``validate_frames`` as the flows call it: BASIC, and SUMMARY again only for a failing suite.
-The batch passes, so the default costs what BASIC does; a failing suite pays for one more SUMMARY run.
+Both variants do the training flow's first stages, the same work in the same order: load and prepare
+the raw tables, validate the raw batch, retrieve the point-in-time training frame through Feast,
+validate the assembled frame. Each runs in a fresh interpreter (GX's import, about 2 s of pure
+Python, is part of what is compared):
+  inprocess - GX in the same process, one step after the other (what the training flow does);
+  pool      - a ``concurrent.futures.ProcessPoolExecutor`` with one worker, started first: it imports
+              GX while this process loads the data, then validates the raw batch while this process
+              retrieves the features; the frames cross to it pickled.
+Timed: wall time from the start of the work to both verdicts (worker shutdown included), and the
+whole process; median of ``--repeat`` runs, the two variants alternating which goes first.
 
-    .venv/bin/python bench/validation.py --as-of 2013-07-01 --repeat 5
+Needs a home whose features are built (``python -m flows.features --config ...``).
+
+    uv run --frozen python bench/validation.py --config configs/default.yaml --as-of 2013-07-01 --repeat 7
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
-import resource
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import pandas as pd
-
-from evergreen.config import load_config
-from evergreen.data import load_raw, prepare_flights
-from evergreen.training import plan_windows, raw_batch
-from evergreen.validation import defer_unused_imports, load_suite_spec, suite_view, validate_frames
-
 ROOT = Path(__file__).resolve().parent.parent
-FORMATS = ("BOOLEAN_ONLY", "BASIC", "SUMMARY")
+VARIANTS = ("inprocess", "pool")
 
 
-def cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+def _import_gx() -> None:
+    import great_expectations  # noqa: F401 - imported in the worker while the parent works
 
 
-def batch(as_of: str) -> dict[str, pd.DataFrame]:
-    """The raw tables the training flow validates for ``as_of``, each cut to the columns its suite reads."""
-    cfg = load_config(str(ROOT / "configs" / "default.yaml"))
+def work(variant: str, config: str, as_of: str, out: Path) -> float:
+    """The flow's first stages; returns the seconds from their start to both verdicts."""
+    from evergreen.config import load_config, parse_as_of
+    from evergreen.data import latest_outcome, load_raw, prepare_flights
+    from evergreen.feature_store import feature_names, features_for
+    from evergreen.features import model_columns
+    from evergreen.training import TrainingSet, plan_windows, raw_batch
+    from evergreen.validation import require_valid, validate_frames
+
+    t0 = time.perf_counter()
+    cfg = load_config(config)
+    pool = ProcessPoolExecutor(1) if variant == "pool" else None
+    if pool is not None:
+        pool.submit(_import_gx)
     raw = load_raw(cfg.data.source)
     flights = prepare_flights(raw.flights, cfg.problem.lead_time_hours, cfg.problem.delay_threshold_minutes)
-    tables, _, _ = raw_batch(raw, flights, plan_windows(pd.Timestamp(as_of, tz="UTC"), cfg.window))
-    return {name: suite_view(frame, load_suite_spec(name)) for name, frame in tables.items()}
+    windows = plan_windows(parse_as_of(as_of, latest_outcome(flights)), cfg.window)
+    batch, _, _ = raw_batch(raw, flights, windows)
+    if pool is None:
+        require_valid(validate_frames(batch, out / "raw"))
+        frame = features_for(cfg, flights, windows.start, windows.end)
+    else:
+        raw_check = pool.submit(validate_frames, batch, out / "raw")
+        frame = features_for(cfg, flights, windows.start, windows.end)
+        require_valid(raw_check.result())
+    data = TrainingSet.from_frame(frame, windows, model_columns(feature_names(cfg)))
+    frames = {"training_frame": data.frame}
+    if pool is None:
+        require_valid(validate_frames(frames, out / "frame"))
+    else:
+        require_valid(pool.submit(validate_frames, frames, out / "frame").result())
+        pool.shutdown()
+    return time.perf_counter() - t0
+
+
+def child(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        seconds = work(args.child, args.config, args.as_of, Path(tmp))
+    print(json.dumps({"work": seconds}))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
     ap.add_argument("--as-of", default="2013-07-01")
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    if args.child:
+        return child(args)
 
-    frames = batch(args.as_of)
-    defer_unused_imports()  # as in the flow's validation process
-    import great_expectations  # noqa: F401 - imported once, before anything is timed
-
-    with tempfile.TemporaryDirectory() as tmp:
-        variants = {
-            f: (lambda f=f: all(r.success for r in validate_frames(frames, Path(tmp), result_format=f)))
-            for f in FORMATS
-        }
-        variants["validate_frames"] = lambda: all(r.success for r in validate_frames(frames, Path(tmp)))
-        times: dict[str, list[float]] = {k: [] for k in variants}
-        for k, fn in variants.items():  # warm-up: GX's lazy first-use costs are paid once per process
-            assert fn(), f"{k}: the raw batch of {args.as_of} failed its suites"
-        for _ in range(args.repeat):
-            for k, fn in variants.items():
-                c = cpu()
-                fn()
-                times[k].append(cpu() - c)
+    results: dict[str, dict[str, list[float]]] = {v: {"work": [], "process": []} for v in VARIANTS}
+    for i in range(args.repeat + 1):  # round 0 compiles bytecode and warms the OS cache: not counted
+        order = VARIANTS if i % 2 else VARIANTS[::-1]
+        for v in order:
+            t0 = time.perf_counter()
+            cmd = [sys.executable, __file__, "--child", v, "--config", args.config, "--as-of", args.as_of]
+            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
+            wall = time.perf_counter() - t0
+            if i:
+                results[v]["work"].append(json.loads(out.stdout.strip().splitlines()[-1])["work"])
+                results[v]["process"].append(wall)
+                print(f"round {i} {v:9s} work {results[v]['work'][-1]:6.2f} s  process {wall:6.2f} s", flush=True)
 
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}")
+    med = {v: {k: statistics.median(x) for k, x in r.items()} for v, r in results.items()}
+    for v in VARIANTS:
+        print(f"{v:9s} median work {med[v]['work']:6.2f} s  process {med[v]['process']:6.2f} s")
     print(
-        f"raw batch for --as-of {args.as_of}: " + ", ".join(f"{n} {len(f):,} x {f.shape[1]}" for n, f in frames.items())
+        f"ratio pool / inprocess: work {med['pool']['work'] / med['inprocess']['work']:.3f}, "
+        f"process {med['pool']['process'] / med['inprocess']['process']:.3f}"
     )
-    print(f"{'variant':18s} {'median CPU s':>12s} {'min':>7s} {'max':>7s}")
-    med = {k: statistics.median(v) for k, v in times.items()}
-    for k, v in times.items():
-        print(f"{k:18s} {med[k]:12.3f} {min(v):7.3f} {max(v):7.3f}")
-    print(f"ratio validate_frames / SUMMARY = {med['validate_frames'] / med['SUMMARY']:.2f}")
 
 
 if __name__ == "__main__":

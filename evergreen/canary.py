@@ -16,6 +16,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from evergreen.config import CanaryAnalysisConfig
 
 Snapshot = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -28,10 +31,15 @@ FEEDBACK_LOG_LOSS = "evergreen_gateway_feedback_log_loss_total"
 FEEDBACK_LOG_LOSS_SQ = "evergreen_gateway_feedback_log_loss_squared_total"
 
 
+def scrape_metrics(url: str, timeout: float) -> Snapshot:
+    """The gateway's metrics now (GET its Prometheus endpoint)."""
+    r = httpx.get(url, timeout=timeout)
+    r.raise_for_status()
+    return parse_metrics(r.text)
+
+
 def parse_metrics(text: str) -> Snapshot:
     """Prometheus text exposition -> {(sample name, sorted labels): value}."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     out: Snapshot = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -174,7 +182,7 @@ def histogram_psi(a: list[tuple[float, float]], b: list[tuple[float, float]]) ->
 
 
 @dataclass
-class Check:
+class CanaryCheck:
     name: str
     passed: bool
     value: float | None
@@ -186,7 +194,7 @@ class Check:
 class CanaryVerdict:
     passed: bool
     inconclusive: bool
-    checks: list[Check]
+    checks: list[CanaryCheck]
     canary: dict[str, Any]
     champion: dict[str, Any]
     baseline: str
@@ -212,23 +220,23 @@ def analyse(
     judged against the champion's earlier traffic (e.g. at 100%, when the champion serves nothing).
     """
     concurrent = baseline == "same window"
-    checks: list[Check] = []
+    checks: list[CanaryCheck] = []
     if canary.requests < cfg.min_requests:
         note = f"{int(canary.requests)} canary requests < min_requests {cfg.min_requests}: inconclusive"
         proceed = cfg.on_inconclusive == "proceed"
-        checks.append(Check("traffic", proceed, canary.requests, cfg.min_requests, note))
+        checks.append(CanaryCheck("traffic", proceed, canary.requests, cfg.min_requests, note))
         return CanaryVerdict(proceed, True, checks, canary.summary(), champion.summary(), baseline)
 
     er = canary.error_rate
     checks.append(
-        Check(
+        CanaryCheck(
             "error_rate", er <= cfg.max_error_rate, er, cfg.max_error_rate, f"{er:.2%} vs max {cfg.max_error_rate:.2%}"
         )
     )
 
     c95, b95 = canary.latency_p95_ms, champion.latency_p95_ms
     if c95 is None or b95 is None:
-        checks.append(Check("latency_p95", True, c95, None, "no champion latency to compare with: skipped"))
+        checks.append(CanaryCheck("latency_p95", True, c95, None, "no champion latency to compare with: skipped"))
     else:
         # The p95 of a few timed calls is the slowest one: one pause of the host would roll back a
         # healthy canary. The median, under the same rule, still catches a canary slow on every call.
@@ -240,22 +248,24 @@ def analyse(
             why = f": {timed} timed calls < {MIN_P95_SAMPLES}, too few for a p95"
         limit = b * cfg.max_latency_p95_ratio + cfg.latency_slack_ms
         note = f"{label}{c:.1f} ms vs limit {limit:.1f} ms (champion {b:.1f}){why}"
-        checks.append(Check(name, c <= limit, c, limit, note))
+        checks.append(CanaryCheck(name, c <= limit, c, limit, note))
 
     shift = histogram_psi(canary.prediction_buckets, champion.prediction_buckets) if concurrent else None
     if not concurrent:
-        checks.append(Check("prediction_shift", True, None, None, "no concurrent champion traffic: skipped"))
+        checks.append(CanaryCheck("prediction_shift", True, None, None, "no concurrent champion traffic: skipped"))
     elif shift is not None:
         raw, noise = shift
         psi = max(raw - noise, 0.0)
         note = f"PSI {psi:.3f} beyond sampling noise (raw {raw:.3f}, noise {noise:.3f}) vs max {cfg.max_prediction_psi}"
-        checks.append(Check("prediction_shift", psi <= cfg.max_prediction_psi, psi, cfg.max_prediction_psi, note))
+        checks.append(CanaryCheck("prediction_shift", psi <= cfg.max_prediction_psi, psi, cfg.max_prediction_psi, note))
     else:
-        checks.append(Check("prediction_shift", True, None, None, "no champion predictions to compare with: skipped"))
+        checks.append(
+            CanaryCheck("prediction_shift", True, None, None, "no champion predictions to compare with: skipped")
+        )
 
     cl, bl = canary.mean_log_loss, champion.mean_log_loss
     if not concurrent:
-        checks.append(Check("realised_log_loss", True, None, None, "no concurrent champion traffic: skipped"))
+        checks.append(CanaryCheck("realised_log_loss", True, None, None, "no concurrent champion traffic: skipped"))
     elif (
         canary.labelled >= cfg.min_labelled
         and champion.labelled >= cfg.min_labelled
@@ -271,9 +281,9 @@ def analyse(
             f"(95% CI [{diff - half:+.4f}, {diff + half:+.4f}]) vs max increase {cfg.max_log_loss_increase}"
         )
         ok = diff - half <= cfg.max_log_loss_increase
-        checks.append(Check("realised_log_loss", ok, diff, cfg.max_log_loss_increase, note))
+        checks.append(CanaryCheck("realised_log_loss", ok, diff, cfg.max_log_loss_increase, note))
     else:
         n = f"{int(canary.labelled)} / {int(champion.labelled)} labelled (min {cfg.min_labelled})"
-        checks.append(Check("realised_log_loss", True, None, None, f"{n}: skipped"))
+        checks.append(CanaryCheck("realised_log_loss", True, None, None, f"{n}: skipped"))
 
     return CanaryVerdict(all(c.passed for c in checks), False, checks, canary.summary(), champion.summary(), baseline)

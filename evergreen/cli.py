@@ -9,23 +9,18 @@ uv run evergreen promote --version 3 --reason "manual override"
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
-from evergreen import registry
-from evergreen.config import ConfigError, load_config
-
-DEFAULT_CONFIG = (
-    os.environ.get("EVERGREEN_CONFIG") or Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-)
+from evergreen import lazy_typecheck, registry
+from evergreen.config import DEFAULT_CONFIG, ConfigError, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
+    lazy_typecheck.install()  # an MLflow client over HTTP loads Feast's plugin
     p = argparse.ArgumentParser(
         prog="evergreen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    p.add_argument("--config", default=DEFAULT_CONFIG)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="show the aliases of the registered model")
     sub.add_parser("history", help="show every recorded alias move")

@@ -9,11 +9,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+# The environment picks the config (e.g. a worker started with EVERGREEN_CONFIG=configs/prod.yaml).
+DEFAULT_CONFIG = os.environ.get("EVERGREEN_CONFIG") or str(
+    Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+)
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -298,3 +305,12 @@ def load_config(path: str | Path) -> EvergreenConfig:
             "digest": hashlib.sha256(expanded.encode()).hexdigest()[:16],
         }
     )
+
+
+def parse_as_of(value: datetime | str | None, latest: pd.Timestamp) -> pd.Timestamp:
+    """``as_of`` as a UTC instant; None means ``latest`` (the moment after the last known outcome).
+    A naive time is read as UTC."""
+    if value is None:
+        return latest
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

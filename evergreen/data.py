@@ -151,3 +151,8 @@ def prepare_flights(flights: pd.DataFrame, lead_time_hours: float, threshold_min
     f["day_of_week"] = local.dt.dayofweek.astype("int16")
     f["month"] = local.dt.month.astype("int16")
     return f
+
+
+def latest_outcome(flights: pd.DataFrame) -> pd.Timestamp:
+    """The default ``as_of``: the day after the last outcome in the data, when every label is known."""
+    return pd.Timestamp(flights["known_at"].max()).ceil("D")

@@ -438,3 +438,8 @@ def evidently_report(
         for m in data["metrics"]
         if m["config"].get("type", "").endswith(":ValueDrift")
     }
+
+
+def in_cooldown(as_of: pd.Timestamp, last_retrain: pd.Timestamp | None, cooldown_days: float) -> bool:
+    """Whether a retraining event at ``as_of`` would come too soon after the last retrain (data time)."""
+    return last_retrain is not None and as_of - last_retrain < pd.Timedelta(days=cooldown_days)

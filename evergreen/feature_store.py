@@ -19,11 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from evergreen import lazy_typecheck
 from evergreen.config import EvergreenConfig
-
-# Before Feast's first import: its run-time type checks are then instrumented on first use (3 s less).
-lazy_typecheck.install()
+from evergreen.features import entity_frame
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -102,6 +99,17 @@ def feature_names(cfg: EvergreenConfig) -> list[str]:
     store = get_store(cfg)
     service = store.get_feature_service(cfg.features.feature_service)
     return [f.name for proj in service.feature_view_projections for f in proj.features]
+
+
+def features_for(cfg: EvergreenConfig, flights: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The flights predicted in [start, end) with their point-in-time features."""
+    entities = entity_frame(flights, start, end)
+    if entities.empty:
+        raise ValueError(
+            f"no flights with a prediction time in [{start}, {end}): as_of lies outside the data "
+            f"({flights['prediction_time'].min()} .. {flights['prediction_time'].max()})"
+        )
+    return historical_features(cfg, entities)
 
 
 def historical_features(cfg: EvergreenConfig, entity_df: pd.DataFrame) -> pd.DataFrame:

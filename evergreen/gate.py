@@ -23,7 +23,7 @@ HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier":
 
 
 @dataclass
-class Check:
+class GateCheck:
     rule: str
     passed: bool
     detail: str
@@ -37,7 +37,7 @@ class GateDecision:
     champion: dict[str, float] | None
     champion_version: str | None
     auc_diff: dict[str, float] | None
-    checks: list[Check]
+    checks: list[GateCheck]
     slices: list[dict[str, Any]] = field(default_factory=list)
     holdout_rows: int = 0
     holdout_window: dict[str, str] = field(default_factory=dict)
@@ -62,12 +62,12 @@ class GateDecision:
         )
 
 
-def _floor_checks(m: dict[str, float], cfg: GateConfig) -> list[Check]:
+def _floor_checks(m: dict[str, float], cfg: GateConfig) -> list[GateCheck]:
     checks = []
     for name, floor in cfg.floors.items():
         ok = m[name] >= floor if HIGHER_IS_BETTER[name] else m[name] <= floor
         sign = ">=" if HIGHER_IS_BETTER[name] else "<="
-        checks.append(Check(f"floor:{name}", ok, f"{name} {m[name]:.4f} {sign} {floor}"))
+        checks.append(GateCheck(f"floor:{name}", ok, f"{name} {m[name]:.4f} {sign} {floor}"))
     return checks
 
 
@@ -86,7 +86,7 @@ def decide(
     checks = _floor_checks(m_new, cfg)
     if p_old is None:
         promote = cfg.cold_start == "promote"
-        checks.append(Check("cold-start", promote, f"no champion yet; cold_start={cfg.cold_start}"))
+        checks.append(GateCheck("cold-start", promote, f"no champion yet; cold_start={cfg.cold_start}"))
         table = slice_aucs(holdout, y, p_new, None, cfg.slices, cfg.slice_min_support)
         table["regressed"] = False  # nothing to regress against
         return GateDecision(
@@ -95,7 +95,7 @@ def decide(
     m_old = metrics(y, p_old)
     boot = paired_bootstrap_auc_diff(y, p_new, p_old, cfg.n_bootstrap, cfg.confidence, cfg.seed)
     checks.append(
-        Check(
+        GateCheck(
             "improvement:roc_auc",
             boot.lower >= cfg.min_improvement,
             f"AUC gain {m_new['roc_auc'] - m_old['roc_auc']:+.4f}, {cfg.confidence:.0%} CI "
@@ -105,7 +105,7 @@ def decide(
     for name, tol in cfg.max_secondary_regression.items():
         worse = (m_old[name] - m_new[name]) if HIGHER_IS_BETTER[name] else (m_new[name] - m_old[name])
         checks.append(
-            Check(
+            GateCheck(
                 f"no-regression:{name}",
                 worse <= tol,
                 f"{name} {m_old[name]:.4f} -> {m_new[name]:.4f} (worse by {worse:+.4f}, tolerance {tol})",
@@ -122,7 +122,7 @@ def decide(
         else "no supported slice"
     )
     checks.append(
-        Check(
+        GateCheck(
             "no-regression:slices",
             regressed.empty,
             f"{len(regressed)} of {len(supported)} supported slices lose > {cfg.max_slice_regression} AUC ({worst_txt})"

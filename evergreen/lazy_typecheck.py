@@ -4,11 +4,16 @@ Feast decorates its classes with typeguard's ``@typechecked``. That decorator in
 annotated method when the class is defined, and each instrumentation re-reads, re-parses and
 recompiles the whole module's source: about 3 s of the 3.5 s ``import feast`` takes, in every
 process that touches Feast (training, drift, serving), mostly for methods that process never calls.
+Upstream: agronholm/typeguard#468 ("Using typecheck decorator slows module import dramatically"),
+which proposes this very deferral.
 
 :func:`install` makes the decorator lazy: a method is instrumented the first time it is called (by
 typeguard itself, once, then reused), so every call is still checked exactly as before, and a
-process only pays for the methods it uses. Call it before Feast is first imported; afterwards (or
-under ``python -O``, where typeguard checks nothing) it changes nothing.
+process only pays for the methods it uses. The entry points call it (``flows/__init__.py``,
+``deployments/__init__.py``, the ``evergreen`` command) before anything imports Feast; Evergreen's
+own modules import Feast inside the functions that use it, so that order holds whatever imports what.
+It relies on ``typeguard.typechecked``'s public signature in the typeguard range pinned in
+pyproject.toml; outside that range, or once Feast is imported, it warns and changes nothing.
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ import functools
 import inspect
 import sys
 import threading
+import warnings
 from collections.abc import Callable
+from importlib.metadata import version
 from typing import Any
+
+SUPPORTED_TYPEGUARD = (4,)  # major versions whose ``typechecked(target=None, **options)`` this wraps
 
 _lock = threading.Lock()
 _installed = False
@@ -28,13 +37,36 @@ def install() -> bool:
     """Make ``typeguard.typechecked`` lazy; returns whether Feast will see the lazy one."""
     global _installed
     with _lock:
-        if not _installed:
-            import typeguard
+        if _installed:
+            return "feast" not in sys.modules or _feast_is_lazy()
+        if "feast" in sys.modules:
+            warnings.warn(
+                "Feast was imported before evergreen.lazy_typecheck.install(): its type checks stay eager "
+                "(about 3 s of import); call install() at the entry point, before anything imports Feast",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return False
+        major = int(version("typeguard").split(".")[0])
+        if major not in SUPPORTED_TYPEGUARD:
+            warnings.warn(
+                f"typeguard {version('typeguard')} is outside the range evergreen.lazy_typecheck supports "
+                f"(major {SUPPORTED_TYPEGUARD}): Feast's type checks stay eager",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return False
+        import typeguard
 
-            eager = typeguard.typechecked
-            typeguard.typechecked = functools.partial(_typechecked, eager=eager)
-            _installed = True
-    return "feast" not in sys.modules
+        eager = typeguard.typechecked
+        typeguard.typechecked = functools.partial(_typechecked, eager=eager)
+        _installed = True
+    return True
+
+
+def _feast_is_lazy() -> bool:
+    feast = sys.modules["feast"]
+    return hasattr(getattr(getattr(feast, "Entity", None), "__init__", None), "__typeguard_lazy__")
 
 
 def _typechecked(target: Any = None, *, eager: Callable[..., Any], **options: Any) -> Any:

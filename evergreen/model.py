@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -23,24 +24,28 @@ META_FILE = "model_meta.json"
 
 class FlightDelayModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
     def __init__(self) -> None:
-        self.booster: Any = None
+        self.booster: lgb.Booster | None = None
         self.columns: list[str] = []
         self.categories: dict[str, list[str]] = {}
 
-    def load_context(self, context: Any) -> None:
-        import lightgbm as lgb
-
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:  # type: ignore[name-defined]
         self.booster = lgb.Booster(model_file=context.artifacts["booster"])
         meta = json.loads(Path(context.artifacts["meta"]).read_text())
         self.columns = meta["columns"]
         self.categories = meta["categories"]
 
-    # No type hints on purpose: MLflow would try to derive a schema from them.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    # A DataFrame hint is one MLflow infers no schema from: the schema is the signature logged with the model.
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext | None,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,  # type: ignore[name-defined]
+    ) -> np.ndarray:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         missing = [c for c in self.columns if c not in frame.columns]
         if missing:
             raise ValueError(f"model input lacks feature column(s) {missing}")
+        assert self.booster is not None, "load_context() sets the booster"
         x = to_model_frame(frame, self.columns, self.categories)
         return np.asarray(self.booster.predict(x), dtype="float64")
 

@@ -12,7 +12,14 @@ import getpass
 import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.pyfunc import PyFuncModel
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -35,13 +42,67 @@ class AliasMove:
     flow_run: str | None
 
 
-def client(tracking_uri: str) -> Any:
+# Columns of the reference sample logged with each model that are not model inputs.
+REFERENCE_FILE = "reference/reference_sample.parquet"
+NOT_FEATURES = frozenset({"event_timestamp", "delayed", "score"})
+
+
+@dataclass
+class Champion:
+    """The serving model with what it was trained on: version, run, data time and reference sample."""
+
+    version: str
+    run_id: str
+    as_of: pd.Timestamp | None
+    reference: pd.DataFrame
+    features: list[str]
+    model: PyFuncModel
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        """The champion's probabilities on ``frame`` (its feature columns, in the logged order)."""
+        missing = [c for c in self.features if c not in frame.columns]
+        if missing:
+            raise ValueError(f"the frame lacks feature column(s) {missing} that champion v{self.version} uses")
+        return np.asarray(self.model.predict(frame[self.features]), dtype="float64")
+
+
+def client(tracking_uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def ensure_model(c: Any, name: str) -> None:
+def load_champion(tracking_uri: str, name: str) -> Champion | None:
+    """The ``@champion`` model with the reference sample logged beside it (None: no champion yet)."""
+    import mlflow
+
+    c = client(tracking_uri)
+    version = alias_version(c, name, CHAMPION)
+    if version is None:
+        return None
+    mv = c.get_model_version(name, version)
+    path = mlflow.artifacts.download_artifacts(
+        run_id=mv.run_id, artifact_path=REFERENCE_FILE, tracking_uri=tracking_uri
+    )
+    reference = pd.read_parquet(path)
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    as_of = mv.tags.get("evergreen.as_of")
+    features = [col for col in reference.columns if col not in NOT_FEATURES]
+    return Champion(version, str(mv.run_id), pd.Timestamp(as_of) if as_of else None, reference, features, model)
+
+
+def last_retrain_as_of(c: MlflowClient, name: str) -> pd.Timestamp | None:
+    """The data time of the most recent training run that registered a version (passed gate or not)."""
+    stamps = [
+        pd.Timestamp(v.tags["evergreen.as_of"])
+        for v in c.search_model_versions(f"name='{name}'")
+        if "evergreen.as_of" in v.tags
+    ]
+    return max(stamps) if stamps else None
+
+
+def ensure_model(c: MlflowClient, name: str) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -50,7 +111,7 @@ def ensure_model(c: Any, name: str) -> None:
         c.create_registered_model(name, description="Evergreen flight-delay classifier (P(arrival > 15 min late))")
 
 
-def alias_version(c: Any, name: str, alias: str) -> str | None:
+def alias_version(c: MlflowClient, name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -59,7 +120,7 @@ def alias_version(c: Any, name: str, alias: str) -> str | None:
         return None
 
 
-def aliases(c: Any, name: str) -> dict[str, str]:
+def aliases(c: MlflowClient, name: str) -> dict[str, str]:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -68,7 +129,7 @@ def aliases(c: Any, name: str) -> dict[str, str]:
         return {}
 
 
-def history(c: Any, name: str) -> list[AliasMove]:
+def history(c: MlflowClient, name: str) -> list[AliasMove]:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -79,12 +140,14 @@ def history(c: Any, name: str) -> list[AliasMove]:
     return [AliasMove(**json.loads(v)) for _, v in entries]
 
 
-def _record(c: Any, name: str, move: AliasMove) -> None:
+def _record(c: MlflowClient, name: str, move: AliasMove) -> None:
     seq = len(history(c, name)) + 1
     c.set_registered_model_tag(name, f"{LOG_PREFIX}{seq:06d}", json.dumps(asdict(move)))
 
 
-def _move(c: Any, name: str, alias: str, to: str | None, reason: str, actor: str, flow_run: str | None) -> None:
+def _move(
+    c: MlflowClient, name: str, alias: str, to: str | None, reason: str, actor: str, flow_run: str | None
+) -> None:
     before = alias_version(c, name, alias)
     if before == to:
         return
@@ -96,7 +159,7 @@ def _move(c: Any, name: str, alias: str, to: str | None, reason: str, actor: str
     _record(c, name, AliasMove(now, alias, before, to, reason, actor, flow_run))
 
 
-def _restore(c: Any, name: str, snapshot: dict[str, str]) -> None:
+def _restore(c: MlflowClient, name: str, snapshot: dict[str, str]) -> None:
     """Put aliases back exactly as in ``snapshot`` (used when a multi-alias move fails half-way)."""
     current = aliases(c, name)
     for alias in set(current) | set(snapshot):
@@ -107,7 +170,12 @@ def _restore(c: Any, name: str, snapshot: dict[str, str]) -> None:
 
 
 def move_aliases(
-    c: Any, name: str, moves: list[tuple[str, str | None]], reason: str, flow_run: str | None, actor: str | None = None
+    c: MlflowClient,
+    name: str,
+    moves: list[tuple[str, str | None]],
+    reason: str,
+    flow_run: str | None,
+    actor: str | None = None,
 ) -> None:
     """Apply several alias moves as one change: on any failure, the aliases are restored."""
     actor = actor or getpass.getuser()
@@ -120,7 +188,7 @@ def move_aliases(
         raise
 
 
-def register(c: Any, name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
+def register(c: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
     ensure_model(c, name)
     # An MLflow 3 logged model ("models:/m-<id>") must be named by id too, or a tracking server refuses it.
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
@@ -128,7 +196,7 @@ def register(c: Any, name: str, model_uri: str, run_id: str, tags: dict[str, str
     return str(mv.version)
 
 
-def promote(c: Any, name: str, version: str, reason: str, flow_run: str | None) -> str | None:
+def promote(c: MlflowClient, name: str, version: str, reason: str, flow_run: str | None) -> str | None:
     """``champion`` -> ``version``; the old champion keeps ``previous_champion``. Returns the old one."""
     old = alias_version(c, name, CHAMPION)
     moves: list[tuple[str, str | None]] = []
@@ -139,7 +207,9 @@ def promote(c: Any, name: str, version: str, reason: str, flow_run: str | None) 
     return old
 
 
-def rollback(c: Any, name: str, reason: str, flow_run: str | None = None, actor: str | None = None) -> tuple[str, str]:
+def rollback(
+    c: MlflowClient, name: str, reason: str, flow_run: str | None = None, actor: str | None = None
+) -> tuple[str, str]:
     """Move ``champion`` back to ``previous_champion``; ``previous_champion`` moves one further back
     (the champion before it, from the log) or is removed. Returns (from_version, to_version)."""
     current = alias_version(c, name, CHAMPION)

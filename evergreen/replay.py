@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -23,8 +23,11 @@ import pandas as pd
 from evergreen.config import EvergreenConfig
 from evergreen.evaluation import metrics
 
-STATIC, ALWAYS, EVERGREEN = "static", "always-retrain", "evergreen"
-STRATEGIES = (STATIC, ALWAYS, EVERGREEN)
+Strategy = Literal["static", "always-retrain", "evergreen"]
+STATIC: Strategy = "static"
+ALWAYS: Strategy = "always-retrain"
+EVERGREEN: Strategy = "evergreen"
+STRATEGIES: tuple[Strategy, ...] = (STATIC, ALWAYS, EVERGREEN)
 POLICIES = {
     STATIC: "trained once on the first window, never again",
     ALWAYS: "retrains every week, promotes without a gate",
@@ -264,17 +267,18 @@ def _plot(plt: Any, frame: pd.DataFrame, means: dict[str, dict[str, Any]], title
     return fig
 
 
-def _clean(v: Any) -> Any:
+def _to_json_value(v: Any) -> Any:
+    """Plain JSON values: NaN and infinities as null, numpy scalars as Python ones, times as ISO text."""
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return None
     if isinstance(v, np.generic):
-        return _clean(v.item())
+        return _to_json_value(v.item())
     if isinstance(v, pd.Timestamp):
         return v.isoformat()
     if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
+        return {k: _to_json_value(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
-        return [_clean(x) for x in v]
+        return [_to_json_value(x) for x in v]
     return v
 
 
@@ -299,7 +303,7 @@ def write_outputs(
     pd.DataFrame(rows).to_csv(paths["weekly_csv"], index=False, float_format="%.5f")
     pd.DataFrame(summary).to_csv(paths["summary_csv"], index=False, float_format="%.5f")
     doc = {"settings": settings, "summary": summary, "target": target, "weeks": rows}
-    paths["json"].write_text(json.dumps(_clean(doc), indent=1) + "\n")
+    paths["json"].write_text(json.dumps(_to_json_value(doc), indent=1) + "\n")
     fig = plot_replay(rows, summary, settings.get("title", "Replay"))
     paths["png"].parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(paths["png"], dpi=110)

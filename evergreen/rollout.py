@@ -1,4 +1,4 @@
-"""Canary webhook client: signed JSON payloads, bounded retries with backoff, clear failures.
+"""Canary webhook client: signed JSON payloads, bounded retries with backoff (tenacity), clear failures.
 
 The signature is HMAC-SHA256 over ``"<timestamp>." + body`` (the timestamp travels in its own
 header), so a receiver can reject both tampered bodies and replays outside its time window. The
@@ -13,7 +13,18 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import httpx
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from evergreen import registry
+from evergreen.plots import plot_rollout
+
+CANARY = "canary"  # the alias a rollout moves step by step
+ROLLOUT_ALIASES = (CANARY, registry.CHAMPION, registry.PREVIOUS)
 
 TIMESTAMP_HEADER = "X-Evergreen-Timestamp"
 SIGNATURE_HEADER = "X-Evergreen-Signature"
@@ -109,6 +120,14 @@ def build_payload(
     }
 
 
+def _worth_retrying(error: BaseException) -> bool:
+    """Transport errors and 5xx, 408 and 429 may pass on a later try; other 4xx cannot."""
+    if isinstance(error, httpx.HTTPStatusError):
+        code = error.response.status_code
+        return not (400 <= code < 500 and code not in (408, 429))
+    return isinstance(error, httpx.HTTPError)
+
+
 def post_signed(
     url: str,
     payload: dict[str, Any],
@@ -122,39 +141,67 @@ def post_signed(
     """POST ``payload`` signed; 2xx returns, a 4xx other than 408/429 fails at once (retrying cannot
     help), anything else is retried ``retries`` times with exponential backoff, then fails.
     Each attempt is signed afresh (new timestamp) under the same idempotency key."""
-    import httpx
-
     body = encode(payload)
     attempts: list[Attempt] = []
-    with httpx.Client(timeout=timeout) as client:
-        for number in range(1, retries + 2):
-            ts = str(int(time.time()))
-            headers = {
-                "Content-Type": "application/json",
-                TIMESTAMP_HEADER: ts,
-                SIGNATURE_HEADER: sign(secret, ts, body),
-                IDEMPOTENCY_HEADER: str(payload.get("idempotency_key", "")),
-            }
-            t0 = time.perf_counter()
-            try:
-                r = client.post(url, content=body, headers=headers)
-            except httpx.HTTPError as e:
-                attempts.append(Attempt(number, None, f"{type(e).__name__}: {e}", time.perf_counter() - t0))
-            else:
-                attempts.append(Attempt(number, r.status_code, None, time.perf_counter() - t0))
-                if r.is_success:
-                    try:
-                        data = r.json()
-                    except ValueError:
-                        data = {"text": r.text[:500]}
-                    return WebhookResult(r.status_code, data if isinstance(data, dict) else {"body": data}, attempts)
-                attempts[-1].error = r.text[:500]
-                if 400 <= r.status_code < 500 and r.status_code not in (408, 429):
-                    break
-            if number <= retries:
-                sleep(backoff * 2 ** (number - 1))
-    last = attempts[-1]
-    what = f"HTTP {last.status}: {last.error}" if last.status else last.error
-    raise WebhookError(
-        f"webhook {url} refused step {payload.get('step')} after {len(attempts)} attempt(s): {what}", attempts
+
+    def attempt(client: httpx.Client) -> httpx.Response:
+        ts = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: ts,
+            SIGNATURE_HEADER: sign(secret, ts, body),
+            IDEMPOTENCY_HEADER: str(payload.get("idempotency_key", "")),
+        }
+        t0 = time.perf_counter()
+        try:
+            r = client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as e:
+            attempts.append(Attempt(len(attempts) + 1, None, f"{type(e).__name__}: {e}", time.perf_counter() - t0))
+            raise
+        error = None if r.is_success else r.text[:500]
+        attempts.append(Attempt(len(attempts) + 1, r.status_code, error, time.perf_counter() - t0))
+        return r.raise_for_status()
+
+    retrying = Retrying(
+        stop=stop_after_attempt(retries + 1),
+        wait=wait_exponential(multiplier=backoff),  # backoff, 2 x backoff, 4 x backoff, ...
+        retry=retry_if_exception(_worth_retrying),
+        sleep=sleep,
+        reraise=True,
     )
+    with httpx.Client(timeout=timeout) as client:
+        try:
+            r = retrying(attempt, client)
+        except httpx.HTTPError:
+            last = attempts[-1]
+            what = f"HTTP {last.status}: {last.error}" if last.status else last.error
+            raise WebhookError(
+                f"webhook {url} refused step {payload.get('step')} after {len(attempts)} attempt(s): {what}", attempts
+            ) from None
+    try:
+        data = r.json()
+    except ValueError:
+        data = {"text": r.text[:500]}
+    return WebhookResult(r.status_code, data if isinstance(data, dict) else {"body": data}, attempts)
+
+
+def restore_moves(snapshot: dict[str, str], current: dict[str, str]) -> list[tuple[str, str | None]]:
+    """The alias moves that put ``current`` back to ``snapshot`` (only the rollout's aliases)."""
+    return [(alias, snapshot.get(alias)) for alias in ROLLOUT_ALIASES if current.get(alias) != snapshot.get(alias)]
+
+
+def write_record(tracking_uri: str, model_name: str, folder: Path, rec: dict[str, Any]) -> Path:
+    """The rollout's one decision record: ``<folder>/<rollout_id>.json``, its picture beside it (PNG,
+    when a step ran) and the outcome as tags on the model version."""
+    rec["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    path = folder / f"{rec['rollout_id']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec, indent=1, default=str))
+    if rec["steps"]:
+        plot_rollout(rec).savefig(path.with_suffix(".png"), dpi=100)
+    c = registry.client(tracking_uri)
+    version = rec["version"]
+    c.set_model_version_tag(model_name, version, "evergreen.rollout.status", rec["status"])
+    c.set_model_version_tag(model_name, version, "evergreen.rollout.summary", "; ".join(rec["reasons"])[:4900])
+    c.set_model_version_tag(model_name, version, "evergreen.rollout.record", str(path))
+    return path

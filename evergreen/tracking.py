@@ -10,21 +10,42 @@ import hashlib
 import json
 import logging
 import subprocess
+import time
 import warnings
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
+import optuna
 import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.models import infer_signature
+
+from evergreen.config import EvergreenConfig
+from evergreen.gate import GateDecision
+from evergreen.model import FlightDelayModel
+from evergreen.plots import plot_gate
+from evergreen.training import TuningResult, Windows
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_PACKAGES = ("lightgbm", "pandas", "numpy", "scikit-learn", "mlflow", "pyarrow")
 
 
+@dataclass
+class LoggedModel:
+    """A training run's model in MLflow, with its scores on the holdout for the gate."""
+
+    run_id: str
+    model_uri: str
+    holdout_scores: np.ndarray
+
+
 def setup(tracking_uri: str, experiment: str, artifact_root: Path) -> str:
     """Point MLflow at the store and return the experiment id (created with a local artifact root)."""
-    import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
@@ -33,17 +54,6 @@ def setup(tracking_uri: str, experiment: str, artifact_root: Path) -> str:
         location = artifact_root.as_uri() if "://" not in str(artifact_root) else str(artifact_root)
         return str(mlflow.create_experiment(experiment, artifact_location=location))
     return str(exp.experiment_id)
-
-
-def warm_up(tracking_uri: str, experiment: str, artifact_root: Path) -> None:
-    """Pay MLflow's first-use costs ahead of time: open the tracking store (schema check, migrations
-    on a new file) and build the map of installed distributions that ``log_model`` checks explicit
-    requirements against. Each costs about a second the first time in a process."""
-    setup(tracking_uri, experiment, artifact_root)
-    from mlflow.utils import requirements_utils
-
-    # Private but stable since MLflow 2: the map is cached at module level once built.
-    requirements_utils._init_modules_to_packages_map()  # type: ignore[no-untyped-call]
 
 
 def git_sha() -> str:
@@ -100,29 +110,97 @@ def reference_profile(frame: pd.DataFrame, columns: list[str], scores: np.ndarra
     return profile
 
 
-def log_metrics(tracking_uri: str, run_id: str, values: dict[str, float]) -> None:
-    """Log many metrics to a finished or running run in one batched call."""
-    import time
+def lineage_tags(
+    cfg: EvergreenConfig, windows: Windows, data_fingerprint: str, raw_fingerprint: str, reason: str, flow_run: str
+) -> dict[str, str]:
+    """What a model was made from: code, config, lock, data window and content, and why it was trained."""
+    return {
+        "evergreen.git_sha": git_sha(),
+        "evergreen.config_hash": cfg.digest,
+        "evergreen.lock_hash": file_hash(ROOT / "uv.lock"),
+        "evergreen.data_window": f"{windows.start.isoformat()}/{windows.end.isoformat()}",
+        "evergreen.data_fingerprint": data_fingerprint,
+        "evergreen.raw_fingerprint": raw_fingerprint,
+        "evergreen.feature_service": cfg.features.feature_service,
+        "evergreen.as_of": windows.end.isoformat(),
+        "evergreen.reason": reason,
+        "evergreen.flow_run": flow_run,
+    }
 
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
+
+def log_metrics(tracking_uri: str, run_id: str, values: dict[str, float], step: int = 0) -> None:
+    """Log many metrics to a finished or running run in one batched call."""
 
     now = int(time.time() * 1000)
-    MlflowClient(tracking_uri).log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
+    MlflowClient(tracking_uri).log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+
+
+def log_tuning(tracking_uri: str, run_id: str, tuning: TuningResult, study: optuna.Study) -> None:
+    """The search as MLflow shows it natively: each trial's validation AUC and the best so far as step
+    metrics (step = trial number), the trials as a table, and Optuna's own plots of the history and
+    of the fANOVA parameter importances."""
+    import matplotlib.pyplot as plt  # Optuna's plots draw through pyplot
+
+    now = int(time.time() * 1000)
+    metrics, best = [], float("-inf")
+    for t in tuning.history:
+        if t["state"] == "COMPLETE" and t["value"] is not None:
+            best = max(best, float(t["value"]))
+            metrics += [
+                Metric("tuning.trial_valid_auc", float(t["value"]), now, t["number"]),
+                Metric("tuning.best_valid_auc_so_far", best, now, t["number"]),
+            ]
+    c = MlflowClient(tracking_uri)
+    c.log_batch(run_id, metrics=metrics)
+    c.log_table(run_id, pd.DataFrame(tuning.history), "tuning/trials.json")
+    plots = {"optimization_history.png": optuna.visualization.matplotlib.plot_optimization_history}
+    if sum(t["state"] == "COMPLETE" for t in tuning.history) >= 2:  # fANOVA needs two completed trials
+        plots["param_importances.png"] = optuna.visualization.matplotlib.plot_param_importances
+    with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for name, plot in plots.items():
+            figure = plot(study).figure
+            c.log_figure(run_id, figure, f"tuning/{name}")
+            plt.close(figure)
+
+
+def log_gate_decision(cfg: EvergreenConfig, d: GateDecision, run_id: str, holdout_window: dict[str, str]) -> Path:
+    """The gate's one decision record: JSON and its picture under ``reports/gate/``, the same in the
+    MLflow run (``gate/decision.json``, ``gate/decision.png``) with its figures as run metrics."""
+
+    d.holdout_window = holdout_window
+    record = json.loads(
+        json.dumps({**d.as_dict(), "mlflow_run_id": run_id, "model_name": cfg.registry.model_name}, default=str)
+    )
+    path = cfg.reports_dir / "gate" / f"{run_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    figure = plot_gate(d, cfg.gate.max_slice_regression)
+    figure.savefig(path.with_suffix(".png"), dpi=100)
+    c = MlflowClient(cfg.tracking_uri)
+    c.log_dict(run_id, record, "gate/decision.json")
+    c.log_figure(run_id, figure, "gate/decision.png")
+    log_metrics(cfg.tracking_uri, run_id, gate_metrics(d))
+    return path
+
+
+def gate_metrics(d: GateDecision) -> dict[str, float]:
+    out = {f"holdout.{k}": v for k, v in d.challenger.items()}
+    if d.champion:
+        out |= {f"holdout.champion.{k}": v for k, v in d.champion.items()}
+    if d.auc_diff:
+        out |= {f"gate.auc_diff.{k}": float(d.auc_diff[k]) for k in ("mean", "lower", "upper")}
+    out["gate.passed"] = float(d.passed)
+    return out
 
 
 def log_json(obj: Any, artifact_file: str) -> None:
-    import mlflow
 
     mlflow.log_dict(json.loads(json.dumps(obj, default=str)), artifact_file)
 
 
 def log_model(artifacts: dict[str, str], example: pd.DataFrame, predictions: np.ndarray, model_name: str) -> str:
     """Log the pyfunc model with signature and explicit requirements; returns its model URI."""
-    import mlflow
-    from mlflow.models import infer_signature
-
-    from evergreen.model import FlightDelayModel
 
     # Integer request fields are declared as doubles: a missing value at serving time is then valid.
     ints = [c for c in example.columns if pd.api.types.is_integer_dtype(example[c])]
@@ -134,7 +212,6 @@ def log_model(artifacts: dict[str, str], example: pd.DataFrame, predictions: np.
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*input example was not provided.*")
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=FlightDelayModel(),

@@ -10,13 +10,18 @@ A flight enters a window by its prediction time, and only if its outcome was kno
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import lightgbm as lgb
+import numpy as np
+import optuna
 import pandas as pd
+from optuna_integration.lightgbm import LightGBMPruningCallback
 
 from evergreen.config import TuningConfig, WindowConfig
 from evergreen.data import RawData
@@ -74,6 +79,36 @@ def split_frame(frame: pd.DataFrame, w: Windows) -> tuple[pd.DataFrame, pd.DataF
     return train, holdout
 
 
+def frame_fingerprint(frame: pd.DataFrame) -> str:
+    """Content hash of a frame's values: the same rows give the same study and lineage tag."""
+    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:16]
+
+
+@dataclass
+class TrainingSet:
+    """What one training run learns from and is judged on."""
+
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    columns: list[str]
+    windows: Windows
+    fingerprint: str  # of the training rows' ids, labels and features
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, windows: Windows, columns: list[str]) -> TrainingSet:
+        train, holdout = split_frame(frame, windows)
+        return cls(train, holdout, columns, windows, frame_fingerprint(train[["flight_id", LABEL, *columns]]))
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """Training and holdout rows together, as retrieved."""
+        return pd.concat([self.train, self.holdout], ignore_index=True)
+
+    def study_name(self, model_name: str, config_digest: str) -> str:
+        """The Optuna study of this exact data and config: a rerun resumes it, anything else starts anew."""
+        return f"{model_name}-{self.windows.end:%Y%m%dT%H%M}-{config_digest[:8]}-{self.fingerprint[:8]}"
+
+
 def threads(cfg: TuningConfig) -> int:
     return cfg.threads or os.cpu_count() or 1
 
@@ -104,7 +139,7 @@ class TuningResult:
     search_cpu_seconds: float = 0.0  # CPU time of the process (every thread) over those trials
 
 
-def _suggest(trial: Any) -> dict[str, Any]:
+def _suggest(trial: optuna.Trial) -> dict[str, Any]:
     return {
         "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
         "num_leaves": trial.suggest_int("num_leaves", 15, 255, log=True),
@@ -127,13 +162,9 @@ def tune(
     study_name: str,
     n_trials: int | None = None,
     progress: Callable[[str], None] | None = None,
-) -> tuple[TuningResult, Any]:
+) -> tuple[TuningResult, optuna.Study]:
     """TPE search with median pruning on a time split of the training window; the study persists
     in ``storage`` so an interrupted run resumes where it stopped (same name, same data)."""
-    import lightgbm as lgb
-    import optuna
-    from optuna_integration.lightgbm import LightGBMPruningCallback
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     fit = train[train["event_timestamp"] < validation_start]
     valid = train[train["event_timestamp"] >= validation_start]
@@ -153,7 +184,7 @@ def tune(
     )
     dvalid = lgb.Dataset(to_model_frame(valid, columns, categories), valid[LABEL], reference=dfit, free_raw_data=False)
 
-    def objective(trial: Any) -> float:
+    def objective(trial: optuna.Trial) -> float:
         params = {**params0, **_suggest(trial)}
         booster = lgb.train(
             params,
@@ -222,15 +253,11 @@ PROGRESS_EVERY_SECONDS = 15.0
 def _progress_callback(
     progress: Callable[[str], None], budget: int, every_seconds: float = PROGRESS_EVERY_SECONDS
 ) -> Callable[[Any, Any], None]:
-    """A progress line for the first trial, then at most one every ``every_seconds``, and the last.
-
-    Not one per trial: in a flow run, the trials took 1.9 s (8%) longer with a line (and a best-value
-    query) per trial, median of 5 alternating pairs at 20 trials. Each line is a log record the flow
-    ships to its server, and LightGBM's threads stall whenever another thread or process takes a core,
-    even for a few milliseconds."""
+    """A progress line for the first trial, then at most one every ``every_seconds``, and the last:
+    each line is a log record the flow ships to its server, and a best-value query on the study."""
     last = [float("-inf")]
 
-    def report(study: Any, trial: Any) -> None:
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         now = time.monotonic()
         if 0 < trial.number < budget - 1 and now - last[0] < every_seconds:
             return
@@ -245,16 +272,27 @@ def _progress_callback(
     return report
 
 
+@dataclass
+class TrainedModel:
+    """The final booster with the column order and category vocabulary its input needs."""
+
+    booster: lgb.Booster
+    columns: list[str]
+    categories: dict[str, list[str]]
+    params: dict[str, Any]
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.booster.predict(to_model_frame(frame, self.columns, self.categories)), dtype="float64")
+
+
 def train_final(
     train: pd.DataFrame, columns: list[str], cfg: TuningConfig, tuning: TuningResult, fit_rows: int
-) -> tuple[Any, dict[str, list[str]], dict[str, Any]]:
+) -> TrainedModel:
     """Deterministic fit on the whole training window with the tuned parameters.
 
     Rounds scale with the data: the early-stopped count found on ``fit_rows`` rows grows in
     proportion to the larger training set.
     """
-    import lightgbm as lgb
-
     categories = learn_categories(train, columns)
     params = {**base_params(cfg), **tuning.best_params}
     rounds = max(10, int(round(tuning.best_iteration * len(train) / max(fit_rows, 1))))
@@ -262,7 +300,7 @@ def train_final(
         to_model_frame(train, columns, categories), train[LABEL], params={"feature_pre_filter": False, "verbosity": -1}
     )
     booster = lgb.train(params, data, num_boost_round=rounds)
-    return booster, categories, {**params, "num_boost_round": rounds}
+    return TrainedModel(booster, columns, categories, {**params, "num_boost_round": rounds})
 
 
 def fit_rows(train: pd.DataFrame, validation_start: pd.Timestamp) -> int:

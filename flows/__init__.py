@@ -1,4 +1,6 @@
-"""Prefect flows of Evergreen. Importing ``evergreen`` first sets its quiet, local-first defaults
-(``evergreen.QUIET_DEFAULTS``) before Prefect, MLflow or GX are imported."""
+"""Evergreen's Prefect flows. Every flow module imports this package (through ``flows.shell``), so it
+prepares the process before anything imports Feast: see evergreen/lazy_typecheck.py."""
 
-import evergreen  # noqa: F401
+from evergreen import lazy_typecheck
+
+lazy_typecheck.install()

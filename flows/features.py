@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 import pandas as pd
 from prefect import flow
 
-from evergreen.config import load_config
-from flows.training import DEFAULT_CONFIG
+from evergreen.config import DEFAULT_CONFIG, load_config
+from flows.shell import run_flow
 from tasks.common import flow_run_id, stage, table_artifact
 from tasks.data import load_raw_data, prepare
 from tasks.features import apply_repo, build_tables, materialize
@@ -23,8 +24,6 @@ from tasks.validation import validate_batch
 @flow(name="features", log_prints=True)
 def features(config: str = DEFAULT_CONFIG, materialize_online: bool = True) -> dict[str, Any]:
     """Rebuild the offline feature tables from raw data, apply the Feast repo, backfill online."""
-    if isinstance(materialize_online, str):  # trigger-rendered parameters arrive as strings
-        materialize_online = materialize_online.strip().lower() in ("1", "true", "yes")
     cfg = load_config(config)
     timings: dict[str, float] = {}
     with stage(timings, "load"):
@@ -60,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument("--no-materialize", action="store_true", help="skip the online-store backfill")
     args = p.parse_args(argv)
-    from flows.cli import run_flow
 
     return run_flow(
         lambda: features(config=args.config, materialize_online=not args.no_materialize),
@@ -69,6 +67,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from flows.cli import exit_now
-
-    exit_now(main())
+    sys.exit(main())

@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from evergreen.config import load_config
+from evergreen.config import DEFAULT_CONFIG, load_config
 from flows.features import features
-from flows.training import DEFAULT_CONFIG, training
+from flows.shell import run_flow
+from flows.training import training
 
 DEFAULT_AS_OF = ["2013-06-01", "2013-07-01"]
 
@@ -31,7 +33,7 @@ def report(cfg_path: str, runs: list[dict[str, Any]]) -> str:
         "",
         f"champion: {last['model_name']} v{last['champion']}  (load it as models:/{last['model_name']}@champion)",
         f"decision record: {last['decision_record']}",
-        f"its picture:     {Path(last['decision_record']).with_suffix('.svg')}  (open it in a browser)",
+        f"its picture:     {Path(last['decision_record']).with_suffix('.png')}",
         "",
         "Look closer:",
         f"  MLflow UI:  uv run mlflow ui --backend-store-uri {cfg.tracking_uri} --port 5000",
@@ -51,14 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--as-of", action="append", default=None, help=f"repeatable (default: {' and '.join(DEFAULT_AS_OF)})"
     )
-    p.add_argument("--trials", type=int, default=None, help="override tuning.n_trials")
+    p.add_argument("--n-trials", type=int, default=None, help="override tuning.n_trials")
     args = p.parse_args(argv)
-    from flows.cli import run_flow
 
     def job() -> list[dict[str, Any]]:
         features(config=args.config)
         return [
-            training(config=args.config, as_of=a, n_trials=args.trials, reason="manual")
+            training(config=args.config, as_of=a, n_trials=args.n_trials, reason="manual")
             for a in (args.as_of or DEFAULT_AS_OF)
         ]
 
@@ -66,6 +67,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from flows.cli import exit_now
-
-    exit_now(main())
+    sys.exit(main())

@@ -13,25 +13,29 @@ point-in-time join, labels = the flights' outcomes); then every strategy acts as
 Writes a weekly table and a summary (CSV, JSON), a PNG, and Prefect artifacts.
 
   python -m flows.replay                                  # 2013-03-01 to the end of the year
-  python -m flows.replay --start 2013-06-01 --weeks 3 --trials 2
+  python -m flows.replay --start 2013-06-01 --weeks 3 --n-trials 2
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from prefect import flow
+from pydantic import PositiveInt
 
 from evergreen.config import EvergreenConfig, load_config
+from evergreen.registry import Champion
 from evergreen.replay import (
     ALWAYS,
     EVERGREEN,
     STATIC,
     STRATEGIES,
+    Strategy,
     Week,
     check_target,
     plan_weeks,
@@ -44,10 +48,11 @@ from evergreen.replay import (
 )
 from flows.drift import drift
 from flows.features import features
-from flows.training import training
+from flows.shell import run_flow
+from flows.training import Reason, training
 from tasks.common import flow_run_id
 from tasks.data import load_raw_data, prepare
-from tasks.drift import Champion, load_champion, score_current
+from tasks.drift import load_champion, score_current
 from tasks.features import retrieve
 from tasks.replay import Progress, champion_version, promote_without_gate, publish, save_outputs
 
@@ -70,8 +75,8 @@ def no_action() -> dict[str, Any]:
     }
 
 
-def _train(config: str, as_of: pd.Timestamp, n_trials: int | None, reason: str) -> dict[str, Any]:
-    return training(config=config, as_of=as_of.isoformat(), n_trials=n_trials, reason=reason)
+def _train(config: str, as_of: pd.Timestamp, n_trials: int | None, reason: Reason) -> dict[str, Any]:
+    return training(config=config, as_of=as_of.to_pydatetime(), n_trials=n_trials, reason=reason)
 
 
 def _failed_rules(out: dict[str, Any]) -> str:
@@ -94,7 +99,7 @@ def act(
                 promote_without_gate(cfg, out["version"], reason, flow_run_id())
             action["promoted"] = True
         elif strategy == EVERGREEN:
-            d = drift(config=config, as_of=as_of.isoformat())
+            d = drift(config=config, as_of=as_of.to_pydatetime())
             action.update(drift=d["status"], drift_reasons=" | ".join(d["reasons"])[:500])
             if d["status"] in ("drift", "no-champion"):  # no champion yet: the cold-start rule gets another go
                 out = _train(config, as_of, n_trials, "drift" if d["status"] == "drift" else "schedule")
@@ -136,20 +141,16 @@ def current_champion(cfg: EvergreenConfig, loaded: Champion | None) -> Champion 
 def replay(
     config: str = REPLAY_CONFIG,
     start: str = DEFAULT_START,
-    weeks: int | None = None,
-    n_trials: int | None = None,
+    weeks: PositiveInt | None = None,
+    n_trials: PositiveInt | None = None,
     output: str | None = None,
     plot: str | None = None,
     stem: str = "replay",
     rebuild_features: bool = False,
-    strategies: list[str] | None = None,
+    strategies: list[Strategy] | None = None,
 ) -> dict[str, Any]:
     """Replay history week by week from ``start`` (at most ``weeks`` weeks) for each strategy."""
-    weeks = int(weeks) if weeks not in (None, "", "None") else None
-    n_trials = int(n_trials) if n_trials not in (None, "", "None") else None
     chosen = [s for s in STRATEGIES if s in (strategies or STRATEGIES)]
-    if set(strategies or []) - set(STRATEGIES) or not chosen:
-        raise ValueError(f"strategies must be among {list(STRATEGIES)}, got {strategies}")
     cfg = load_config(config)
     run_id = pd.Timestamp.now(tz="UTC").strftime("%Y%m%d%H%M%S")
     out_dir = Path(output) if output else cfg.reports_dir / "replay" / run_id
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--start", default=DEFAULT_START, help=f"the first scored week starts here (default {DEFAULT_START})"
     )
     p.add_argument("--weeks", type=int, default=None, help="replay at most this many weeks (default: to the end)")
-    p.add_argument("--trials", type=int, default=None, help="trial budget per training (default: tuning.n_trials)")
+    p.add_argument("--n-trials", type=int, default=None, help="trial budget per training (default: tuning.n_trials)")
     p.add_argument("--output", default=None, help="folder for the files (default: <home>/reports/replay/<run>)")
     p.add_argument("--plot", default=None, help="PNG path (default: <output>/<stem>.png)")
     p.add_argument("--stem", default="replay", help="file name stem of the outputs (default: replay)")
@@ -290,14 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         utc(args.start)  # a bad date fails here, before any flow starts
     except ValueError:
         parser.error(f"--start: not a date: {args.start!r} (e.g. 2013-03-01)")
-    from flows.cli import run_flow
 
     return run_flow(
         lambda: replay(
             config=args.config,
             start=args.start,
             weeks=args.weeks,
-            n_trials=args.trials,
+            n_trials=args.n_trials,
             output=args.output,
             plot=args.plot,
             stem=args.stem,
@@ -309,6 +309,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from flows.cli import exit_now
-
-    exit_now(main())
+    sys.exit(main())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -21,12 +22,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from evergreen import registry
-from evergreen.config import load_config
-from evergreen.rollout import RolledBack, WebhookError
-from flows.training import DEFAULT_CONFIG
+from evergreen.config import DEFAULT_CONFIG, load_config
+from evergreen.rollout import CANARY, RolledBack, WebhookError, restore_moves
+from flows.shell import run_flow
 from tasks.common import flow_run_id
 from tasks.rollout import (
-    CANARY,
     bake_and_analyse,
     current_aliases,
     move_aliases,
@@ -34,7 +34,6 @@ from tasks.rollout import (
     post_step,
     record,
     resolve_target,
-    restore_moves,
     run_link,
     scrape,
     secret_for,
@@ -48,9 +47,6 @@ def rollout(
 ) -> dict[str, Any]:
     """Canary-roll ``version`` (default ``@challenger``) out through the signed webhook."""
     logger = get_run_logger()
-    if isinstance(force, str):  # trigger-rendered parameters arrive as strings
-        force = force.strip().lower() in ("1", "true", "yes")
-    version = None if version in (None, "", "None") else str(version)
     cfg = load_config(config)
     run = flow_run_id()
     link = run_link(run)
@@ -152,8 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reason", default="manual", help="why (recorded in the alias log)")
     p.add_argument("--force", action="store_true", help="roll out a version whose gate did not pass")
     args = p.parse_args(argv)
-    from flows.cli import run_flow
-
     return run_flow(
         lambda: rollout(config=args.config, version=args.version, reason=args.reason, force=args.force),
         lambda s: json.dumps(s, indent=1, default=str),
@@ -161,6 +155,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from flows.cli import exit_now
-
-    exit_now(main())
+    sys.exit(main())

@@ -1,12 +1,10 @@
-"""Shared wiring for tasks: stage timing and artifact helpers."""
+"""Shared wiring for tasks and flows: stage timing, the flow run id and artifact helpers."""
 
 from __future__ import annotations
 
-import importlib
 import math
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,36 +26,20 @@ def stage(timings: dict[str, float], name: str) -> Iterator[None]:
         logger.info("stage %s: %.2f s", name, timings[name])
 
 
-def prewarm(*steps: str | Callable[[], object]) -> threading.Thread:
-    """Import heavy modules (names) and run warm-up calls (callables) on a daemon thread while the
-    caller's thread runs native code that releases the GIL (LightGBM, DuckDB): their cost then takes
-    no wall time where they are used. Join the thread before using what it warms."""
-
-    def run() -> None:
-        for step in steps:
-            try:
-                importlib.import_module(step) if isinstance(step, str) else step()
-            except Exception:  # noqa: S112 - the real call later reports any error where it matters
-                continue
-
-    t = threading.Thread(target=run, name="prewarm", daemon=True)
-    t.start()
-    return t
-
-
 def flow_run_id() -> str | None:
     ctx = FlowRunContext.get()
     return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
 
 
-def _clean(v: Any) -> Any:
+def _json_cell(v: Any) -> Any:
+    """A table artifact cell as JSON allows it: NaN and infinities become empty cells."""
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return None
     return v
 
 
 def table_artifact(rows: list[dict[str, Any]], key: str, description: str) -> None:
-    create_table_artifact([{k: _clean(v) for k, v in r.items()} for r in rows], key=key, description=description)
+    create_table_artifact([{k: _json_cell(v) for k, v in r.items()} for r in rows], key=key, description=description)
 
 
 def markdown_artifact(markdown: str, key: str, description: str) -> None:

@@ -10,7 +10,8 @@ from prefect.cache_policies import NONE
 from evergreen import feature_store
 from evergreen.config import EvergreenConfig
 from evergreen.data import RawData
-from evergreen.features import build_feature_tables, entity_frame, write_feature_tables
+from evergreen.features import build_feature_tables, model_columns, write_feature_tables
+from evergreen.training import TrainingSet, Windows
 from tasks.common import table_artifact
 
 
@@ -42,12 +43,14 @@ def materialize(cfg: EvergreenConfig, start: pd.Timestamp, end: pd.Timestamp) ->
     feature_store.materialize(cfg, start, end)
 
 
-@task(name="retrieve-training-frame", cache_policy=NONE)
+@task(name="retrieve-features", cache_policy=NONE)
 def retrieve(cfg: EvergreenConfig, flights: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    entities = entity_frame(flights, start, end)
-    if entities.empty:
-        raise ValueError(
-            f"no flights with a prediction time in [{start}, {end}): as_of lies outside the data "
-            f"({flights['prediction_time'].min()} .. {flights['prediction_time'].max()})"
-        )
-    return feature_store.historical_features(cfg, entities)
+    """The flights predicted in [start, end) with every feature as it was known at prediction time."""
+    return feature_store.features_for(cfg, flights, start, end)
+
+
+@task(name="retrieve-training-set", cache_policy=NONE)
+def retrieve_training_set(cfg: EvergreenConfig, flights: pd.DataFrame, windows: Windows) -> TrainingSet:
+    """The training and holdout rows of ``windows`` with every feature as it was known at prediction time."""
+    frame = feature_store.features_for(cfg, flights, windows.start, windows.end)
+    return TrainingSet.from_frame(frame, windows, model_columns(feature_store.feature_names(cfg)))

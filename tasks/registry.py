@@ -8,13 +8,13 @@ from prefect.cache_policies import NONE
 from evergreen import registry
 from evergreen.config import EvergreenConfig
 from evergreen.gate import GateDecision
+from evergreen.tracking import LoggedModel
 
 
 @task(name="register-and-promote", cache_policy=NONE, retries=0)
 def register_and_promote(
     cfg: EvergreenConfig,
-    model_uri: str,
-    run_id: str,
+    logged: LoggedModel,
     decision: GateDecision,
     lineage: dict[str, str],
     reason: str,
@@ -27,7 +27,7 @@ def register_and_promote(
     The version is created and tagged before any alias moves; alias moves are applied as one
     change (restored on failure), so a crash leaves the aliases as they were.
     """
-    name = cfg.registry.model_name
+    name, run_id = cfg.registry.model_name, logged.run_id
     c = registry.client(cfg.tracking_uri)
     tags = {
         **lineage,
@@ -38,7 +38,7 @@ def register_and_promote(
     }
     if decision.auc_diff:
         tags["evergreen.gate.auc_diff_ci"] = f"[{decision.auc_diff['lower']:+.5f}, {decision.auc_diff['upper']:+.5f}]"
-    version = registry.register(c, name, model_uri, run_id, tags)
+    version = registry.register(c, name, logged.model_uri, run_id, tags)
     why = f"{reason}: gate {decision.verdict} (run {run_id})"
     moves: list[tuple[str, str | None]] = [(registry.CHALLENGER, version)]
     old = registry.alias_version(c, name, registry.CHAMPION)

@@ -3,25 +3,24 @@ then promote or roll back. Alias moves go through the registry's audited, all-or
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mlflow.exceptions import MlflowException
 from prefect import task
+from prefect.blocks.system import Secret
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
+from prefect.settings import PREFECT_UI_URL
 
 from evergreen import registry
-from evergreen.canary import CanaryVerdict, Snapshot, analyse, delta, parse_metrics, stats_for
+from evergreen.canary import CanaryVerdict, Snapshot, analyse, delta, scrape_metrics, stats_for
 from evergreen.config import EvergreenConfig
-from evergreen.rollout import RolloutError, WebhookError, build_payload, post_signed
+from evergreen.rollout import CANARY, RolloutError, WebhookError, build_payload, post_signed, write_record
 from tasks.common import markdown_artifact, table_artifact
-
-CANARY = "canary"
 
 
 @dataclass
@@ -36,8 +35,6 @@ def secret_for(cfg: EvergreenConfig) -> str:
     """The webhook secret: a Prefect Secret block when configured, else the environment. Never logged."""
     r = cfg.rollout
     if r.secret_block:
-        from prefect.blocks.system import Secret
-
         try:
             value = Secret.load(r.secret_block).get()
         except (ValueError, RuntimeError) as e:
@@ -53,8 +50,6 @@ def secret_for(cfg: EvergreenConfig) -> str:
 
 
 def run_link(flow_run: str | None) -> str | None:
-    from prefect.settings import PREFECT_UI_URL
-
     ui = PREFECT_UI_URL.value()
     return f"{ui.rstrip('/')}/runs/flow-run/{flow_run}" if ui and flow_run else flow_run
 
@@ -67,8 +62,6 @@ def resolve_target(cfg: EvergreenConfig, version: str | None, force: bool) -> Ta
     version = version or registry.alias_version(c, name, registry.CHALLENGER)
     if version is None:
         raise RolloutError(f"model '{name}' has no @challenger: pass --version or run the training flow first")
-    from mlflow.exceptions import MlflowException
-
     try:
         mv = c.get_model_version(name, str(version))
     except MlflowException:
@@ -100,11 +93,7 @@ def post_step(cfg: EvergreenConfig, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def scrape(cfg: EvergreenConfig) -> Snapshot:
-    import httpx
-
-    r = httpx.get(cfg.rollout.resolved_metrics_url, timeout=cfg.rollout.request_timeout_seconds)
-    r.raise_for_status()
-    return parse_metrics(r.text)
+    return scrape_metrics(cfg.rollout.resolved_metrics_url, cfg.rollout.request_timeout_seconds)
 
 
 @task(name="bake-and-analyse", cache_policy=NONE)
@@ -140,15 +129,6 @@ def move_aliases(cfg: EvergreenConfig, moves: list[tuple[str, str | None]], why:
     registry.move_aliases(registry.client(cfg.tracking_uri), cfg.registry.model_name, moves, why, flow_run)
 
 
-def restore_moves(snapshot: dict[str, str], current: dict[str, str]) -> list[tuple[str, str | None]]:
-    """The alias moves that put ``current`` back to ``snapshot`` (only the rollout's aliases)."""
-    return [
-        (alias, snapshot.get(alias))
-        for alias in (CANARY, registry.CHAMPION, registry.PREVIOUS)
-        if current.get(alias) != snapshot.get(alias)
-    ]
-
-
 def current_aliases(cfg: EvergreenConfig) -> dict[str, str]:
     return registry.aliases(registry.client(cfg.tracking_uri), cfg.registry.model_name)
 
@@ -174,24 +154,9 @@ def payload(
 
 @task(name="record-rollout", cache_policy=NONE)
 def record(cfg: EvergreenConfig, rec: dict[str, Any]) -> Path:
-    """One decision record: JSON file, MLflow tags on the version, Prefect artifacts."""
-    rec["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    path = cfg.reports_dir / "rollout" / f"{rec['rollout_id']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rec, indent=1, default=str))
-    if rec["steps"]:
-        import matplotlib.pyplot as plt
-
-        from evergreen.report import plot_rollout
-
-        fig = plot_rollout(rec)
-        fig.savefig(path.with_suffix(".png"), dpi=100)
-        plt.close(fig)
-    c = registry.client(cfg.tracking_uri)
+    """One decision record: JSON file and picture, MLflow tags on the version, Prefect artifacts."""
+    path = write_record(cfg.tracking_uri, cfg.registry.model_name, cfg.reports_dir / "rollout", rec)
     name, version = cfg.registry.model_name, rec["version"]
-    c.set_model_version_tag(name, version, "evergreen.rollout.status", rec["status"])
-    c.set_model_version_tag(name, version, "evergreen.rollout.summary", "; ".join(rec["reasons"])[:4900])
-    c.set_model_version_tag(name, version, "evergreen.rollout.record", str(path))
     lines = [
         f"# Rollout of {name} v{version}: **{rec['status'].upper()}**",
         "",

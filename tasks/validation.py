@@ -8,7 +8,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from evergreen.validation import SuiteResult, ValidatorProcess, require_valid, validate_frames
+from evergreen.validation import SuiteResult, require_valid, validate_frames
 from tasks.common import markdown_artifact
 
 
@@ -39,11 +39,9 @@ def _markdown(results: list[SuiteResult], title: str) -> str:
 
 
 @task(name="validate-batch", cache_policy=NONE)
-def validate_batch(
-    frames: dict[str, pd.DataFrame], report_dir: Path, title: str, validator: ValidatorProcess | None = None
-) -> list[SuiteResult]:
-    """Validate in this process, or in ``validator``'s (same suites, same reports)."""
-    results = validator.validate(frames, report_dir) if validator else validate_frames(frames, report_dir)
+def validate_batch(frames: dict[str, pd.DataFrame], report_dir: Path, title: str) -> list[SuiteResult]:
+    """Run each frame's suite; publish the verdict as an artifact; stop the run on a broken contract."""
+    results = validate_frames(frames, report_dir)
     key = "validation-" + "-".join(sorted(frames)).replace("_", "-")
     markdown_artifact(_markdown(results, title), key=key[:60], description=title)
     require_valid(results)  # raises ValidationFailed with the per-expectation summary

@@ -120,13 +120,32 @@ def test_feast_keeps_its_argument_checks(tmp_path: Path) -> None:
     assert out.startswith("rejected:") and "name" in out
 
 
-def test_install_after_feast_is_imported_reports_it_changed_nothing(tmp_path: Path) -> None:
+def test_install_after_feast_is_imported_warns_that_it_changed_nothing(tmp_path: Path) -> None:
     out = run(
         """
+        import warnings
         import feast
         from evergreen import lazy_typecheck
-        print(lazy_typecheck.install(), hasattr(feast.Entity.__init__, "__typeguard_lazy__"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            installed = lazy_typecheck.install()
+        print(installed, hasattr(feast.Entity.__init__, "__typeguard_lazy__"))
+        print(caught[0].category.__name__, "Feast was imported before" in str(caught[0].message))
         """,
         tmp_path,
     )
-    assert out.split() == ["False", "False"]
+    assert out.split() == ["False", "False", "RuntimeWarning", "True"]
+
+
+def test_flow_entry_points_install_it_before_feast_loads(tmp_path: Path) -> None:
+    """A deployment loads a flow by file path: the flow's own imports must install it before Feast."""
+    out = run(
+        """
+        from prefect.flows import load_flow_from_entrypoint
+        load_flow_from_entrypoint("flows/drift.py:drift")
+        import feast
+        print(hasattr(feast.Entity.__init__, "__typeguard_lazy__"))
+        """,
+        tmp_path,
+    )
+    assert out.split()[-1] == "True"

@@ -34,36 +34,6 @@ def test_corrupt_batch_fails_with_expectation_column_and_count(raw_data, tmp_pat
     assert arr["partial_unexpected_index_list"] == list(range(20))
 
 
-def test_validator_process_gives_the_in_process_results_and_reports(raw_data, tmp_path):
-    from evergreen.validation import ValidatorProcess
-
-    good = {"flights": raw_data.flights.head(20000), "planes": raw_data.planes}
-    bad = raw_data.flights.head(5000).copy()
-    bad.loc[:99, "arr_delay"] = 99999.0
-    with ValidatorProcess() as v:
-        remote = v.validate(good, tmp_path / "child")
-        remote_bad = v.validate({"flights": bad}, tmp_path / "child-bad")
-        with pytest.raises(FileNotFoundError, match="expectation suite 'nosuch' not found") as e:
-            v.validate({"nosuch": bad}, tmp_path)  # the child's own error, raised here
-        assert "raised in the validation process" in e.value.__notes__[0]
-    local = validate_frames(good, tmp_path / "here")
-    assert [(r.suite, r.success, r.evaluated, r.rows) for r in remote] == [
-        (r.suite, r.success, r.evaluated, r.rows) for r in local
-    ]
-    assert (tmp_path / "child" / "flights.json").is_file()
-    assert "expect_column_values_to_be_between on column 'arr_delay', 100 unexpected" in remote_bad[0].summary()
-
-
-def test_validator_process_that_dies_gives_a_clear_error(raw_data, tmp_path):
-    from evergreen.validation import ValidatorProcess
-
-    v = ValidatorProcess()
-    v._proc.kill()  # a crash of the child, caused for real
-    with pytest.raises(RuntimeError, match="ended unexpectedly with exit code -9"):
-        v.validate({"planes": raw_data.planes}, tmp_path)
-    v.close()
-
-
 def test_suites_read_only_their_columns_unless_they_check_the_whole_table(raw_data, tmp_path):
     from evergreen.validation import suite_columns
 
@@ -99,25 +69,3 @@ def test_suites_read_only_their_columns_unless_they_check_the_whole_table(raw_da
     assert [f.column for f in few.failures] == ["no_such_column"]
     # A whole-table expectation sees every column: the count matches the frame's, not the suite's 1.
     assert whole.success, whole.summary()
-
-
-def test_validation_process_defers_imports_gx_does_not_need_and_still_loads_them_on_use():
-    """The child (``_serve``) defers scipy.stats and altair: GX imports without running them, and code
-    that uses one gets the whole module on first access."""
-    import subprocess
-    import sys
-
-    probe = (
-        "import sys\n"
-        "from evergreen import validation as V\n"
-        "V.defer_unused_imports()\n"
-        "V._import_gx()\n"
-        "print([type(sys.modules[m]).__name__ for m in V.DEFERRED_IMPORTS])\n"
-        "import scipy.stats\n"
-        "print(round(float(scipy.stats.ks_2samp([1, 2, 3, 4], [1, 2, 3, 4]).pvalue), 3))\n"
-        "print(type(sys.modules['scipy.stats']).__name__)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[0] == "['_LazyModule', '_LazyModule']"  # GX's import did not run them
-    assert out[1] == "1.0"
-    assert out[2] == "module"  # first use loaded the real module
