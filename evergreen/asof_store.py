@@ -173,7 +173,7 @@ class AsofRetrievalJob(RetrievalJob):
             con.close()
 
     def _to_df_internal(self, timeout: int | None = None) -> pd.DataFrame:
-        return self._to_arrow_internal(timeout).to_pandas()
+        return pd.DataFrame(self._to_arrow_internal(timeout).to_pandas())
 
     @property
     def full_feature_names(self) -> bool:
@@ -203,12 +203,14 @@ class AsofOfflineStore(DuckDBOfflineStore):
         config: RepoConfig,
         feature_views: list[FeatureView],
         feature_refs: list[str],
-        entity_df: pd.DataFrame | str,
+        entity_df: pd.DataFrame | str | None,
         registry: BaseRegistry,
         project: str,
         full_feature_names: bool = False,
         filter_by_created_timestamp: bool = False,
     ) -> RetrievalJob:
+        if entity_df is None:
+            raise ValueError("the ASOF store retrieves for an entity frame or SQL query; got none")
         if (
             not isinstance(entity_df, pd.DataFrame)
             or filter_by_created_timestamp

@@ -84,8 +84,8 @@ def _daily_rates(flights: pd.DataFrame, key: str, prefix: str, computed_at: pd.T
         n = counts.rolling(days, min_periods=1).sum()
         d = delayed.rolling(days, min_periods=1).sum()
         rate = d / n.where(n > 0)
-        parts.append(n.stack().rename(f"{prefix}_flights_{days}d"))
-        parts.append(rate.stack(future_stack=True).rename(f"{prefix}_delay_rate_{days}d"))
+        parts.append(pd.Series(n.stack(), name=f"{prefix}_flights_{days}d"))
+        parts.append(pd.Series(rate.stack(future_stack=True), name=f"{prefix}_delay_rate_{days}d"))
     out = pd.concat(parts, axis=1).reset_index()
     out.columns = ["day", key, *out.columns[2:]]
     out["event_timestamp"] = out["day"] + pd.Timedelta(days=1)

@@ -62,6 +62,10 @@ class GateDecision:
         )
 
 
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{str(k): v for k, v in row.items()} for row in table.to_dict("records")]
+
+
 def _floor_checks(m: dict[str, float], cfg: GateConfig) -> list[GateCheck]:
     checks = []
     for name, floor in cfg.floors.items():
@@ -90,7 +94,7 @@ def decide(
         table = slice_aucs(holdout, y, p_new, None, cfg.slices, cfg.slice_min_support)
         table["regressed"] = False  # nothing to regress against
         return GateDecision(
-            all(c.passed for c in checks), True, m_new, None, None, None, checks, table.to_dict("records"), len(y)
+            all(c.passed for c in checks), True, m_new, None, None, None, checks, _records(table), len(y)
         )
     m_old = metrics(y, p_old)
     boot = paired_bootstrap_auc_diff(y, p_new, p_old, cfg.n_bootstrap, cfg.confidence, cfg.seed)
@@ -147,6 +151,6 @@ def decide(
             "n_bootstrap": boot.n_bootstrap,
         },
         checks=checks,
-        slices=table.to_dict("records"),
+        slices=_records(table),
         holdout_rows=len(y),
     )

@@ -15,6 +15,7 @@ import lightgbm as lgb
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc.model import PythonModelContext
 
 from evergreen.features import to_model_frame
 
@@ -28,7 +29,7 @@ class FlightDelayModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-def
         self.columns: list[str] = []
         self.categories: dict[str, list[str]] = {}
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:  # type: ignore[name-defined]
+    def load_context(self, context: PythonModelContext) -> None:
         self.booster = lgb.Booster(model_file=context.artifacts["booster"])
         meta = json.loads(Path(context.artifacts["meta"]).read_text())
         self.columns = meta["columns"]
@@ -36,10 +37,7 @@ class FlightDelayModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-def
 
     # A DataFrame hint is one MLflow infers no schema from: the schema is the signature logged with the model.
     def predict(
-        self,
-        context: mlflow.pyfunc.PythonModelContext | None,
-        model_input: pd.DataFrame,
-        params: dict[str, Any] | None = None,  # type: ignore[name-defined]
+        self, context: PythonModelContext | None, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> np.ndarray:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         missing = [c for c in self.columns if c not in frame.columns]

@@ -83,7 +83,7 @@ def write_strategy_configs(base: EvergreenConfig, run_id: str, folder: Path) -> 
     import yaml
 
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
+    paths: dict[str, Path] = {}
     for s in STRATEGIES:
         path = folder / f"{s}.yaml"
         body = strategy_config(base, model_name(base.registry.model_name, run_id, s))

@@ -12,10 +12,11 @@ import logging
 import subprocess
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -30,6 +31,9 @@ from evergreen.gate import GateDecision
 from evergreen.model import FlightDelayModel
 from evergreen.plots import plot_gate
 from evergreen.training import TuningResult, Windows
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_PACKAGES = ("lightgbm", "pandas", "numpy", "scikit-learn", "mlflow", "pyarrow")
@@ -153,13 +157,16 @@ def log_tuning(tracking_uri: str, run_id: str, tuning: TuningResult, study: optu
     c = MlflowClient(tracking_uri)
     c.log_batch(run_id, metrics=metrics)
     c.log_table(run_id, pd.DataFrame(tuning.history), "tuning/trials.json")
-    plots = {"optimization_history.png": optuna.visualization.matplotlib.plot_optimization_history}
+    plots: dict[str, Callable[[optuna.Study], Axes]] = {
+        "optimization_history.png": optuna.visualization.matplotlib.plot_optimization_history
+    }
     if sum(t["state"] == "COMPLETE" for t in tuning.history) >= 2:  # fANOVA needs two completed trials
         plots["param_importances.png"] = optuna.visualization.matplotlib.plot_param_importances
     with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for name, plot in plots.items():
-            figure = plot(study).figure
+            figure = plot(study).get_figure(root=True)
+            assert figure is not None
             c.log_figure(run_id, figure, f"tuning/{name}")
             plt.close(figure)
 

@@ -122,7 +122,12 @@ def no_decision(summary: dict[str, Any], status: str, reason: str) -> dict[str, 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m flows.drift", description=drift.__doc__)
     p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("--as-of", default=None, help="end of the current window, e.g. 2013-12-08 (default: end of data)")
+    p.add_argument(
+        "--as-of",
+        type=datetime.fromisoformat,
+        default=None,
+        help="end of the current window, e.g. 2013-12-08 (default: end of data)",
+    )
     p.add_argument("--lookback-days", type=float, default=None, help="override drift.lookback_days")
     args = p.parse_args(argv)
 

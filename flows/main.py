@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from flows.features import features
 from flows.shell import run_flow
 from flows.training import training
 
-DEFAULT_AS_OF = ["2013-06-01", "2013-07-01"]
+DEFAULT_AS_OF = [datetime(2013, 6, 1), datetime(2013, 7, 1)]
 
 
 def report(cfg_path: str, runs: list[dict[str, Any]]) -> str:
@@ -51,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument(
-        "--as-of", action="append", default=None, help=f"repeatable (default: {' and '.join(DEFAULT_AS_OF)})"
+        "--as-of",
+        type=datetime.fromisoformat,
+        action="append",
+        default=None,
+        help=f"repeatable (default: {' and '.join(f'{d:%Y-%m-%d}' for d in DEFAULT_AS_OF)})",
     )
     p.add_argument("--n-trials", type=int, default=None, help="override tuning.n_trials")
     args = p.parse_args(argv)

@@ -85,19 +85,19 @@ def training(
     rollout_summary = None
     if hand_off:
         with stage(timings, "rollout"):
-            rollout_summary = roll_out(config, outcome["version"], reason)
-            outcome["champion"] = rollout_summary["champion"]
+            rollout_summary = roll_out(config, outcome.version, reason)
+            outcome.champion = rollout_summary["champion"]
         print(f"rollout {rollout_summary['status']}: {'; '.join(rollout_summary['reasons'])}")
 
     tracking.log_metrics(cfg.tracking_uri, logged.run_id, {f"stage_seconds.{k}": v for k, v in timings.items()})
     table_artifact([{"stage": k, "seconds": v} for k, v in timings.items()], "training-stage-timings", "Stage times")
-    print(f"gate {decision.verdict}: version {outcome['version']}, champion is v{outcome['champion']}")
+    print(f"gate {decision.verdict}: version {outcome.version}, champion is v{outcome.champion}")
     return {
         "as_of": windows.end.isoformat(),
         "model_name": cfg.registry.model_name,
-        "version": outcome["version"],
-        "champion": outcome["champion"],
-        "previous_champion": outcome["previous_champion"],
+        "version": outcome.version,
+        "champion": outcome.champion,
+        "previous_champion": outcome.previous_champion,
         "gate": decision.verdict,
         "gate_reasons": decision.reasons,
         "holdout": decision.challenger,
@@ -114,7 +114,7 @@ def training(
     }
 
 
-def roll_out(config: str, version: str, reason: str) -> dict[str, Any]:
+def roll_out(config: str, version: str, reason: Reason) -> dict[str, Any]:
     """The rollout flow as a subflow; its failure (a rollback) is reported, not re-raised: the
     training run did its job, and the rollout's own run shows as failed with its decision record."""
     state = rollout(config=config, version=version, reason=f"gate passed ({reason})", return_state=True)
@@ -135,7 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m flows.training", description=training.__doc__)
     p.add_argument("--config", default=DEFAULT_CONFIG, help="config YAML (default: configs/default.yaml)")
     p.add_argument(
-        "--as-of", default=None, help="train only on what was known then, e.g. 2013-06-01 (default: end of data)"
+        "--as-of",
+        type=datetime.fromisoformat,
+        default=None,
+        help="train only on what was known then, e.g. 2013-06-01 (default: end of data)",
     )
     p.add_argument("--n-trials", type=int, default=None, help="override tuning.n_trials")
     p.add_argument("--reason", choices=REASONS, default="manual", help="why this run happens (recorded on the model)")

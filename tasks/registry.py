@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prefect import task
 from prefect.cache_policies import NONE
 
@@ -9,6 +11,13 @@ from evergreen import registry
 from evergreen.config import EvergreenConfig
 from evergreen.gate import GateDecision
 from evergreen.tracking import LoggedModel
+
+
+@dataclass
+class Registered:
+    version: str
+    champion: str | None
+    previous_champion: str | None
 
 
 @task(name="register-and-promote", cache_policy=NONE, retries=0)
@@ -20,7 +29,7 @@ def register_and_promote(
     reason: str,
     flow_run: str | None,
     promote: bool = True,
-) -> dict[str, str | None]:
+) -> Registered:
     """Create the version with its gate tags, point ``challenger`` at it and, on pass, ``champion``
     (unless ``promote`` is false: then a canary rollout decides).
 
@@ -47,8 +56,4 @@ def register_and_promote(
             moves.append((registry.PREVIOUS, old))
         moves.append((registry.CHAMPION, version))
     registry.move_aliases(c, name, moves, why, flow_run)
-    return {
-        "version": version,
-        "champion": registry.alias_version(c, name, registry.CHAMPION),
-        "previous_champion": old,
-    }
+    return Registered(version, registry.alias_version(c, name, registry.CHAMPION), old)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from prefect import task
@@ -34,7 +34,8 @@ class Progress:
     def __init__(self, key: str, total: int) -> None:
         self.total = max(total, 1)
         self.done = 0
-        self.id: UUID = create_progress_artifact(0.0, key=key, description="replay: starting")
+        # Called from sync code: the sync result (Prefect types it as a sync-or-async union).
+        self.id = cast(UUID, create_progress_artifact(0.0, key=key, description="replay: starting"))
 
     def step(self, description: str, advance: int = 1) -> None:
         self.done = min(self.done + advance, self.total)

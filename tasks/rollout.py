@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mlflow.exceptions import MlflowException
 from prefect import task
@@ -36,7 +36,8 @@ def secret_for(cfg: EvergreenConfig) -> str:
     r = cfg.rollout
     if r.secret_block:
         try:
-            value = Secret.load(r.secret_block).get()
+            # Called from sync code: the sync result (Prefect types it as a sync-or-async union).
+            value = cast(Secret[str], Secret.load(r.secret_block)).get()
         except (ValueError, RuntimeError) as e:
             raise RolloutError(f"rollout.secret_block: cannot load Prefect Secret block '{r.secret_block}': {e}") from e
         return str(value)
@@ -74,7 +75,7 @@ def resolve_target(cfg: EvergreenConfig, version: str | None, force: bool) -> Ta
         raise RolloutError(
             f"v{version} did not pass its gate ({gate.get('verdict', 'no gate record')}); pass force=True to override"
         )
-    return Target(str(version), champion, gate, mv.run_id)
+    return Target(str(version), champion, gate, str(mv.run_id))
 
 
 @task(name="post-rollout-step", cache_policy=NONE, retries=0)

@@ -13,6 +13,8 @@ from evergreen.config import load_config
 from tests.conftest import write_config
 from tests.flows.conftest import SMALL
 
+pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
+
 MODEL = "drift-test-model"
 
 

@@ -10,6 +10,8 @@ from evergreen.data import prepare_flights
 from evergreen.features import build_feature_tables, entity_frame, write_feature_tables
 from tests.conftest import write_config
 
+pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
+
 
 def _flight(n, tail, sched_utc, dep_delay, air_time, arr_delay, carrier="UA"):
     t = pd.Timestamp(sched_utc)

@@ -15,6 +15,8 @@ from evergreen.replay import ALWAYS, EVERGREEN, STATIC, STRATEGIES
 from tests.conftest import write_config
 from tests.flows.conftest import SMALL
 
+pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
+
 START = "2013-04-01"
 WEEKS = 3
 

@@ -25,6 +25,8 @@ from evergreen.rollout import RolledBack, build_payload, encode, post_signed, si
 from tests.conftest import ROOT, write_config
 from tests.flows.conftest import SMALL
 
+pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
+
 MODEL = "rollout-test-model"
 SECRET = f"test-secret-{uuid.uuid4().hex}"
 MATERIALISED_UNTIL = pd.Timestamp("2013-06-08 12:00", tz="UTC")  # the online store's "now"

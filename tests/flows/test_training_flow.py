@@ -17,6 +17,8 @@ from evergreen.validation import ValidationFailed
 from tests.conftest import ROOT, write_config
 from tests.flows.conftest import SMALL
 
+pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
+
 
 def state(cfg):
     c = registry.client(cfg.tracking_uri)
