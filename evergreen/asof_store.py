@@ -31,7 +31,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from feast.data_format import ParquetFormat
+from feast.errors import SavedDatasetLocationAlreadyExists
 from feast.feature_view import FeatureView
 from feast.infra.offline_stores import offline_utils
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
@@ -188,11 +190,15 @@ class AsofRetrievalJob(RetrievalJob):
         return self._metadata
 
     def persist(self, storage: SavedDatasetStorage, allow_overwrite: bool = False, timeout: int | None = None) -> None:
-        import ibis
-        from feast.infra.offline_stores.duckdb import _write_data_source
-
-        table = ibis.memtable(self.to_arrow(timeout=timeout))
-        _write_data_source(table, storage.to_data_source(), self._repo_path, "overwrite", allow_overwrite)
+        """Save the result as a parquet saved dataset (the file storage Feast's duckdb store writes)."""
+        source = storage.to_data_source()
+        if not isinstance(source, FileSource) or not isinstance(source.file_format, ParquetFormat | None):
+            raise ValueError(f"the ASOF store saves datasets as parquet files only, not to {type(source).__name__}")
+        path = Path(FileSource.get_uri_for_file_path(repo_path=self._repo_path, uri=source.file_options.uri))
+        if path.exists() and not allow_overwrite:
+            raise SavedDatasetLocationAlreadyExists(location=source.file_options.uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(self.to_arrow(timeout=timeout), path)
 
 
 class AsofOfflineStore(DuckDBOfflineStore):

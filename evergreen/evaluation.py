@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 EPS = 1e-15
 
 
 def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
     y = np.asarray(y)
     p = np.clip(np.asarray(p, dtype="float64"), EPS, 1 - EPS)
@@ -82,7 +82,6 @@ def slice_aucs(
     frame: pd.DataFrame, y: np.ndarray, p_new: np.ndarray, p_old: np.ndarray | None, slices: list[str], min_support: int
 ) -> pd.DataFrame:
     """ROC AUC of each model per slice value; slices below ``min_support`` rows (or one class) are marked."""
-    from sklearn.metrics import roc_auc_score
 
     rows = []
     for column in slices:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from evergreen.config import EvergreenConfig
 from evergreen.evaluation import metrics
@@ -80,7 +81,6 @@ def strategy_config(base: EvergreenConfig, name: str) -> dict[str, Any]:
 
 
 def write_strategy_configs(base: EvergreenConfig, run_id: str, folder: Path) -> dict[str, Path]:
-    import yaml
 
     folder.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet  # noqa: F401 - pa.parquet
 import pytest
 
 from evergreen import feature_store
@@ -162,3 +163,20 @@ def test_string_timestamps_are_read_as_feast_reads_them(world):
     feast, asof = _retrieve(cfg, "duckdb", edge), _retrieve(cfg, "asof", edge)
     assert asof.schema.equals(feast.schema)
     pd.testing.assert_frame_equal(_by_row(asof), _by_row(feast), check_exact=True)
+
+
+def test_a_retrieval_saves_as_a_parquet_dataset_and_will_not_overwrite_one(world, tmp_path):
+    from feast.errors import SavedDatasetLocationAlreadyExists
+    from feast.infra.offline_stores.file_source import SavedDatasetFileStorage
+
+    cfg, entities, n_edge = world
+    fs = feature_store.get_store(cfg)
+    job = fs.get_historical_features(
+        entity_df=entities.iloc[: n_edge + 50].copy(), features=fs.get_feature_service(cfg.features.feature_service)
+    )
+    storage = SavedDatasetFileStorage(path=str(tmp_path / "saved.parquet"))
+    job.persist(storage)
+    pd.testing.assert_frame_equal(_by_row(pa.parquet.read_table(tmp_path / "saved.parquet")), _by_row(job.to_arrow()))
+    with pytest.raises(SavedDatasetLocationAlreadyExists):
+        job.persist(storage)
+    job.persist(storage, allow_overwrite=True)
