@@ -78,9 +78,10 @@ def resolve_target(cfg: EvergreenConfig, version: str | None, force: bool) -> Ta
     return Target(str(version), champion, gate, str(mv.run_id))
 
 
-@task(name="post-rollout-step", cache_policy=NONE, retries=0)
+@task(name="post-rollout-step", cache_policy=NONE)
 def post_step(cfg: EvergreenConfig, payload: dict[str, Any]) -> dict[str, Any]:
-    """One signed webhook call with the configured retries; raises WebhookError with every attempt."""
+    """One signed webhook call; the client retries it (``rollout.retries``, with backoff) and raises
+    WebhookError with every attempt, which the record keeps, so the task itself does not retry."""
     r = cfg.rollout
     res = post_signed(
         r.webhook_url,
