@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
+from pydantic import PositiveInt
 
 from evergreen import registry
 from evergreen.config import DEFAULT_CONFIG, load_config
@@ -43,7 +44,7 @@ from tasks.rollout import (
 
 @flow(name="rollout", log_prints=True)
 def rollout(
-    config: str = DEFAULT_CONFIG, version: str | None = None, reason: str = "manual", force: bool = False
+    config: str = DEFAULT_CONFIG, version: PositiveInt | None = None, reason: str = "manual", force: bool = False
 ) -> dict[str, Any]:
     """Canary-roll ``version`` (default ``@challenger``) out through the signed webhook."""
     logger = get_run_logger()
@@ -53,7 +54,7 @@ def rollout(
     rollout_id = uuid.uuid4().hex[:12]
 
     # ── 1. Resolve: version, gate, secret (fail before anything moves) ───────────────────────────
-    target = resolve_target(cfg, version, force)
+    target = resolve_target(cfg, None if version is None else str(version), force)
     secret_for(cfg)
     before = current_aliases(cfg)
     rec: dict[str, Any] = {
@@ -144,7 +145,7 @@ def rollout(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m flows.rollout", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("--version", default=None, help="registered version to roll out (default: @challenger)")
+    p.add_argument("--version", type=int, default=None, help="registered version to roll out (default: @challenger)")
     p.add_argument("--reason", default="manual", help="why (recorded in the alias log)")
     p.add_argument("--force", action="store_true", help="roll out a version whose gate did not pass")
     args = p.parse_args(argv)

@@ -117,7 +117,7 @@ def training(
 def roll_out(config: str, version: str, reason: Reason) -> dict[str, Any]:
     """The rollout flow as a subflow; its failure (a rollback) is reported, not re-raised: the
     training run did its job, and the rollout's own run shows as failed with its decision record."""
-    state = rollout(config=config, version=version, reason=f"gate passed ({reason})", return_state=True)
+    state = rollout(config=config, version=int(version), reason=f"gate passed ({reason})", return_state=True)
     cfg = load_config(config)
     champion = registry.alias_version(registry.client(cfg.tracking_uri), cfg.registry.model_name, registry.CHAMPION)
     if state.is_completed():
