@@ -6,6 +6,7 @@ in the middle of a rollout cannot be produced on demand any other way.
 """
 
 import mlflow
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
@@ -15,7 +16,8 @@ class FailsAfter(PythonModel):
         self.fail_after = int(context.model_config["fail_after"])
         self.calls = 0
 
-    def predict(self, context, model_input, params=None):
+    # A DataFrame hint: MLflow infers no schema from it (the inner model's signature applies).
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         self.calls += 1
         if self.calls > self.fail_after:
             raise RuntimeError(f"injected fault: predict call {self.calls} > fail_after {self.fail_after}")
