@@ -26,7 +26,7 @@ import time
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from fastapi import FastAPI, HTTPException, Request
@@ -49,10 +49,19 @@ from evergreen import registry
 from evergreen.config import EvergreenConfig, load_config
 from evergreen.rollout import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
+if TYPE_CHECKING:  # annotations only: MLflow and Feast are imported where used (their imports take seconds)
+    from feast import FeatureService, FeatureStore, FeatureView
+    from mlflow import MlflowClient
+
 log = logging.getLogger("evergreen.gateway")
 CANARY = "canary"
 ROLES = (registry.CHAMPION, CANARY)
 REMEMBERED_PREDICTIONS = 200_000
+
+
+def _ttl_seconds(view: FeatureView) -> float:
+    """The view's TTL in seconds, 0 = never expires (Feast treats an unset TTL the same way)."""
+    return view.ttl.total_seconds() if view.ttl is not None else 0.0
 
 
 class Gateway:
@@ -73,14 +82,15 @@ class Gateway:
         self.applied: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.served: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._stop = threading.Event()
-        self._store: Any = None
-        self._service: Any = None
+        self._store: FeatureStore | None = None
+        self._service: FeatureService | None = None
         self._ttl: dict[str, float] = {}
-        self._client = registry.client(cfg.tracking_uri)
+        self._client: MlflowClient = registry.client(cfg.tracking_uri)
 
     # ── models ──────────────────────────────────────────────────────────────────────────────────
     def _load(self, role: str, version: str) -> Loaded:
         import mlflow
+        from mlflow.pyfunc import load_model  # `mlflow.pyfunc` is a lazy module: untyped through `mlflow.`
 
         mlflow.set_tracking_uri(self.cfg.tracking_uri)  # models:/ URIs resolve against the global registry
         mlflow.set_registry_uri(self.cfg.tracking_uri)
@@ -90,7 +100,7 @@ class Gateway:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = mlflow.pyfunc.load_model(f"models:/{self.name}/{version}")
+            model = load_model(f"models:/{self.name}/{version}")
         seconds = time.perf_counter() - t0
         self.metrics.load_seconds.labels(role, version).set(seconds)
         log.warning("loaded %s v%s as %s in %.2f s", self.name, version, role, seconds)
@@ -148,29 +158,31 @@ class Gateway:
             self.metrics.weight.set(self.weight)
 
     # ── features and prediction ─────────────────────────────────────────────────────────────────
-    def open_store(self) -> None:
+    def open_store(self) -> tuple[FeatureStore, FeatureService]:
         """Build the Feast store once, before serving (Feast's import and registry read take seconds)."""
         from evergreen.feature_store import get_store
 
         with self.feast_lock:
-            if self._store is None:
-                self._store = get_store(self.cfg)
-                self._service = self._store.get_feature_service(self.cfg.features.feature_service)
+            if self._store is None or self._service is None:
+                store = get_store(self.cfg)
+                service = store.get_feature_service(self.cfg.features.feature_service)
                 # feature -> its view's TTL in seconds (0 = never expires)
                 self._ttl = {
-                    f.name: self._store.get_feature_view(proj.name).ttl.total_seconds()
-                    for proj in self._service.feature_view_projections
+                    f.name: _ttl_seconds(store.get_feature_view(proj.name))
+                    for proj in service.feature_view_projections
                     for f in proj.features
                 }
+                self._store, self._service = store, service
+            return self._store, self._service
 
     def _features(self, flights: list[Flight]) -> pd.DataFrame:
-        self.open_store()
-        rows = [
+        store, service = self.open_store()
+        rows: list[dict[str, Any]] = [
             {"origin": f.origin, "tailnum": f.tailnum, "carrier": f.carrier, "route": f"{f.origin}-{f.dest}"}
             for f in flights
         ]
         with self.feast_lock:
-            resp = self._store.get_online_features(features=self._service, entity_rows=rows)
+            resp = store.get_online_features(features=service, entity_rows=rows)
         data = resp.to_dict(include_event_timestamps=True)
         now = time.time()
         at = [f.prediction_time.timestamp() if f.prediction_time else now for f in flights]
@@ -228,18 +240,20 @@ class Gateway:
             for i, p in zip(idx, out, strict=True):
                 probs[i] = float(p)
         elapsed = time.perf_counter() - t0
+        versions: dict[str, str] = {}  # role -> the version that served its rows
         for role in set(served):
             m = models[role]
             assert m is not None
+            versions[role] = m.version
             mine = [probs[i] for i, r in enumerate(served) if r == role]
             self.metrics.latency.labels(role, m.version).observe(elapsed)
             self.metrics.requests.labels(role, m.version, "ok").inc(len(mine))
             for p in mine:
                 self.metrics.prediction.labels(role, m.version).observe(p)
-        results = []
+        results: list[dict[str, Any]] = []
         with self.lock:
             for i, (f, role, p) in enumerate(zip(req.flights, served, probs, strict=True)):
-                version = models[role].version  # type: ignore[union-attr]
+                version = versions[role]
                 self.served[f.flight_id] = (version, p)
                 row = {"flight_id": f.flight_id, "probability": p, "version": version, "role": role}
                 results.append(row | ({"fallback": True} if fallback[i] else {}))

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import httpx
 
@@ -347,7 +347,7 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind((host, 0))
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+        return [int(s.getsockname()[1]) for s in socks]
     finally:
         for s in socks:
             s.close()
@@ -769,14 +769,30 @@ def cmd_down(cfg: StackConfig) -> int:
     return 1 if failed else 0
 
 
-def component_status(cfg: StackConfig) -> list[dict[str, Any]]:
+State = Literal["running", "stopped", "orphaned"]
+
+
+class ComponentStatus(TypedDict):
+    """One component in `status` (and in `status --json`)."""
+
+    component: str
+    state: State
+    pid: int | None
+    healthy: bool
+    health: str
+    url: str
+    log: str
+
+
+def component_status(cfg: StackConfig) -> list[ComponentStatus]:
     """Per component: state (running / stopped / orphaned), pid, health check result, URL, log."""
-    out: list[dict[str, Any]] = []
+    out: list[ComponentStatus] = []
     prefect_up = False
     for name in START_ORDER:
         comp = COMPONENTS[name]
         pid = running_pid(comp, cfg)
         recorded_pid = read_pid(comp, cfg)
+        state: State
         if pid is not None:
             state = "running"
         elif recorded_pid is not None and group_alive(recorded_pid):
