@@ -2,7 +2,9 @@
 
 `stack` is session-scoped: start it once, reuse it from every e2e module (deploying flows, firing
 events). It is started through the real CLI (`python -m deployments.stack up`), as a user would, and
-always stopped at the end of the session, also when a test or the start itself fails.
+always stopped at the end of the session, also when a test or the start itself fails. The stack is
+shared infrastructure only: a test that needs a registered model trains its own (`flow_config`
+gives it a config with its own model name), so no test depends on what another one left behind.
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ class Stack:
     def mlflow_url(self) -> str:
         return self.config.mlflow_url
 
+    @property
+    def config_file(self) -> Path:
+        """The config the worker's flow runs read when a run names none (EVERGREEN_CONFIG)."""
+        return self.home / "e2e-config.yaml"
+
     def env(self) -> dict[str, str]:
         """Environment for a client process (e.g. `prefect deploy`) talking to this stack."""
         env = dict(os.environ)
@@ -66,6 +73,7 @@ class Stack:
             PREFECT_API_URL=self.prefect_api_url,
             EVERGREEN_TRACKING_URI=self.mlflow_url,
             EVERGREEN_HOME=str(self.home),
+            EVERGREEN_CONFIG=str(self.config_file),
         )
         return env
 
@@ -86,7 +94,9 @@ class Stack:
                 "--worker-poll",
                 f"{self.worker_poll:g}",
             ]
-        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        # The worker inherits EVERGREEN_CONFIG from `up` (also from the `up` of a restart).
+        env = {**os.environ, "EVERGREEN_CONFIG": str(self.config_file)}
+        return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
     def up(self) -> float:
         """Start (or confirm) the stack; returns the seconds it took. Fails the test with the output."""
@@ -112,31 +122,30 @@ class Stack:
         return killed
 
 
+def flow_config(st: Stack, path: Path, model_name: str | None = None) -> Path:
+    """A config for flow runs on this stack: its home and MLflow server, a tiny tuning budget and,
+    if given, a model name of the test's own (the default is the model the drift trigger watches)."""
+    import yaml
+
+    from tests.flows.conftest import SMALL
+
+    registry = {**SMALL["registry"], "tracking_uri": st.mlflow_url}
+    if model_name is not None:
+        registry["model_name"] = model_name
+    body = {**SMALL, "home": str(st.home), "features": {"feast_repo": str(ROOT / "feature_repo")}, "registry": registry}
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     prefect_port, mlflow_port = free_ports(2)
     st = Stack(
         home=tmp_path_factory.mktemp("evergreen-stack"), host=HOST, prefect_port=prefect_port, mlflow_port=mlflow_port
     )
-    # Flow runs started by the stack's worker read this small config (EVERGREEN_CONFIG): the
-    # stack's home, its MLflow server, and a tiny tuning budget. Set for the whole session so a
-    # restarted worker inherits it too.
-    import yaml
-
-    from tests.flows.conftest import SMALL
-
-    config = st.home / "e2e-config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                **SMALL,
-                "home": str(st.home),
-                "features": {"feast_repo": str(ROOT / "feature_repo")},
-                "registry": {**SMALL["registry"], "tracking_uri": st.mlflow_url},
-            }
-        )
-    )
-    os.environ["EVERGREEN_CONFIG"] = str(config)
+    # The worker's default config (EVERGREEN_CONFIG, passed to `up` and so to the worker; this
+    # process's environment is left alone, so later non-e2e tests do not see it).
+    flow_config(st, st.config_file)
     try:
         seconds = st.up()
         print(f"\nstack up in {seconds:.1f} s: {st.prefect_ui_url} {st.mlflow_url} (home {st.home})")

@@ -1,25 +1,41 @@
 """Deployments for real: `prefect deploy --all` against the local stack (Prefect server, process
 worker, MLflow server on free 127.0.0.1 ports, temp home), runs through the worker, the drift event
-and its trigger. Flow runs read the small config the `stack` fixture exports as EVERGREEN_CONFIG."""
+and its trigger.
+
+Every test passes alone and in any order: a test that needs a registered model trains its own
+(a config with its own model name), except the drift storm, which must use the model the
+retrain-on-drift trigger watches and is the only test that trains it."""
 
 from __future__ import annotations
 
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from tests.conftest import ROOT
 
-MODEL = "evergreen-flight-delay"
+from .conftest import Stack, flow_config
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+pytestmark = pytest.mark.e2e
+
+# The model prefect.yaml's retrain-on-drift trigger watches: the worker config's registry.model_name.
+WATCHED_MODEL = "evergreen-flight-delay"
+DRIFT_EVENT = "evergreen.drift.detected"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+TRAIN_AS_OF = "2013-04-01"
 
 
-def api(stack: Any, method: str, path: str, **kw: Any) -> Any:
+def api(stack: Stack, method: str, path: str, **kw: Any) -> Any:
     """One API call; a 503 (the SQLite-backed server busy under load) is retried as Prefect's own
     client retries it, with backoff, before it counts as a failure."""
     for attempt in range(6):
@@ -31,35 +47,55 @@ def api(stack: Any, method: str, path: str, **kw: Any) -> Any:
     return r.json() if r.content else None
 
 
-def runs_of(stack: Any, deployment_id: str) -> list[dict]:
-    return api(stack, "POST", "/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment_id]}}})
+def runs_of(stack: Stack, deployment_id: str, since: datetime | None = None) -> list[dict[str, Any]]:
+    """The deployment's flow runs (created at or after `since`, if given)."""
+    runs: list[dict[str, Any]] = api(
+        stack, "POST", "/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment_id]}}}
+    )
+    if since is None:
+        return runs
+    return [r for r in runs if datetime.fromisoformat(r["created"]) >= since]
 
 
-def run(stack: Any, deployment_id: str, params: dict[str, Any], timeout: float = 420) -> dict:
+def run(stack: Stack, deployment_id: str, params: dict[str, Any], timeout: float = 420) -> dict[str, Any]:
     """Run a deployment through the worker and wait for a final state (like `prefect deployment run --watch`)."""
     fr = api(stack, "POST", f"/deployments/{deployment_id}/create_flow_run", json={"parameters": params})
     return wait(stack, fr["id"], timeout)
 
 
-def wait(stack: Any, flow_run_id: str, timeout: float) -> dict:
+def wait(stack: Stack, flow_run_id: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        fr = api(stack, "GET", f"/flow_runs/{flow_run_id}")
+        fr: dict[str, Any] = api(stack, "GET", f"/flow_runs/{flow_run_id}")
         if fr["state"]["type"] in FINAL:
             return fr
         time.sleep(1)
     pytest.fail(f"flow run {flow_run_id} did not finish in {timeout} s (last state {fr['state']['type']})")
 
 
-def emit_drift(stack: Any, as_of: str, n: int) -> None:
+def drift_events(stack: Stack, model: str, since: datetime) -> list[dict[str, Any]]:
+    """`evergreen.drift.detected` events about `model` that occurred at or after `since`."""
+    body = {
+        "filter": {
+            "occurred": {"since": since.isoformat()},
+            "event": {"name": [DRIFT_EVENT]},
+            "resource": {"id": [f"evergreen.model.{model}"]},
+        },
+        "limit": 50,
+    }
+    events: list[dict[str, Any]] = api(stack, "POST", "/events/filter", json=body)["events"]
+    return events
+
+
+def emit_drift(stack: Stack, as_of: str, n: int) -> None:
     """What an external alert (Alertmanager relay, operator with curl) sends: the same event."""
     now = datetime.now(UTC).isoformat()
     events = [
         {
             "id": str(uuid.uuid4()),
             "occurred": now,
-            "event": "evergreen.drift.detected",
-            "resource": {"prefect.resource.id": f"evergreen.model.{MODEL}"},
+            "event": DRIFT_EVENT,
+            "resource": {"prefect.resource.id": f"evergreen.model.{WATCHED_MODEL}"},
             "payload": {"as_of": as_of, "source": "test-alert-storm"},
         }
         for _ in range(n)
@@ -67,8 +103,14 @@ def emit_drift(stack: Any, as_of: str, n: int) -> None:
     api(stack, "POST", "/events", json=events)
 
 
+def registry(stack: Stack) -> MlflowClient:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
+
+
 @pytest.fixture(scope="module")
-def deployments(stack) -> dict[str, str]:
+def deployments(stack: Stack) -> dict[str, str]:
     out = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "prefect"), "--no-prompt", "deploy", "--all"],
         cwd=ROOT,
@@ -82,7 +124,37 @@ def deployments(stack) -> dict[str, str]:
     return {f"{flows[d['flow_id']]}/{d['name']}": d["id"] for d in api(stack, "POST", "/deployments/filter", json={})}
 
 
-def test_deploy_creates_every_deployment(deployments):
+@pytest.fixture(scope="module")
+def features(stack: Stack, deployments: dict[str, str]) -> dict[str, Any]:
+    """The offline feature tables and the online store in the stack's home (rebuilt, not a model)."""
+    built = run(stack, deployments["features/features"], {})
+    assert built["state"]["type"] == "COMPLETED", built["state"]
+    return built
+
+
+@dataclass(frozen=True)
+class Trained:
+    model: str
+    config: Path
+    flow_run: dict[str, Any]
+
+
+def train(stack: Stack, deployments: dict[str, str], model: str, config: Path) -> Trained:
+    """One on-demand training run through the worker; on a fresh model its version 1 becomes champion."""
+    trained = run(stack, deployments["training/training"], {"config": str(config), "as_of": TRAIN_AS_OF})
+    assert trained["state"]["type"] == "COMPLETED", trained["state"]
+    return Trained(model, config, trained)
+
+
+@pytest.fixture(scope="module")
+def own_model(stack: Stack, deployments: dict[str, str], features: dict[str, Any]) -> Trained:
+    """A model of this fixture's own, trained once; the tests using it only read it."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    config = flow_config(stack, stack.home / f"{name}.yaml", model_name=name)
+    return train(stack, deployments, name, config)
+
+
+def test_deploy_creates_every_deployment(deployments: dict[str, str]) -> None:
     assert set(deployments) == {
         "training/training",
         "training/retrain-on-drift",
@@ -93,9 +165,9 @@ def test_deploy_creates_every_deployment(deployments):
     }
 
 
-def test_cron_deployment_really_gets_scheduled_runs(stack, deployments):
+def test_cron_deployment_really_gets_scheduled_runs(stack: Stack, deployments: dict[str, str]) -> None:
     deadline = time.monotonic() + 150  # the scheduler service loops every 60 s by default
-    scheduled: list[dict] = []
+    scheduled: list[dict[str, Any]] = []
     while time.monotonic() < deadline and not scheduled:
         scheduled = [r for r in runs_of(stack, deployments["drift/drift"]) if r["state"]["type"] == "SCHEDULED"]
         time.sleep(2)
@@ -104,50 +176,57 @@ def test_cron_deployment_really_gets_scheduled_runs(stack, deployments):
     assert all(t[11:16] == "06:00" for t in times)  # the cron in prefect.yaml
 
 
-@pytest.fixture(scope="module")
-def champion(stack, deployments) -> dict:
-    features = run(stack, deployments["features/features"], {})
-    assert features["state"]["type"] == "COMPLETED", features["state"]
-    trained = run(stack, deployments["training/training"], {"as_of": "2013-04-01"})
-    assert trained["state"]["type"] == "COMPLETED", trained["state"]
-    return trained
+def test_on_demand_training_registers_a_champion(stack: Stack, own_model: Trained) -> None:
+    c = registry(stack)
+    assert c.get_registered_model(own_model.model).aliases == {"champion": "1", "challenger": "1"}
+    assert c.get_model_version(own_model.model, "1").tags["evergreen.flow_run"] == own_model.flow_run["id"]
 
 
-def _registry(stack) -> Any:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
-
-
-def test_on_demand_training_registers_a_champion(stack, champion):
-    c = _registry(stack)
-    assert c.get_registered_model(MODEL).aliases == {"champion": "1", "challenger": "1"}
-    assert c.get_model_version(MODEL, "1").tags["evergreen.flow_run"] == champion["id"]
-
-
-def test_a_calm_window_starts_no_training(stack, deployments, champion):
-    drift = run(stack, deployments["drift/drift"], {"as_of": "2013-03-10"})
+def test_a_calm_window_emits_no_drift_event_and_starts_no_training(
+    stack: Stack, deployments: dict[str, str], own_model: Trained
+) -> None:
+    since = datetime.now(UTC)
+    drift = run(stack, deployments["drift/drift"], {"config": str(own_model.config), "as_of": "2013-03-10"})
     assert drift["state"]["type"] == "COMPLETED", drift["state"]
-    time.sleep(8)  # several worker polls and trigger evaluations
-    assert runs_of(stack, deployments["training/retrain-on-drift"]) == []
+    time.sleep(8)  # the server persists events in batches; several worker polls and trigger evaluations
+    assert drift_events(stack, own_model.model, since) == []
+    assert runs_of(stack, deployments["training/retrain-on-drift"], since) == []
 
 
-def test_drift_storm_launches_exactly_one_retrain_that_registers_a_version(stack, deployments, champion):
+def test_drift_storm_launches_exactly_one_retrain_that_registers_a_version(
+    stack: Stack, deployments: dict[str, str], features: dict[str, Any]
+) -> None:
+    since = datetime.now(UTC)
     retrain_id = deployments["training/retrain-on-drift"]
-    drift = run(stack, deployments["drift/drift"], {"as_of": "2013-12-20"})
+    c = registry(stack)
+    assert not c.search_model_versions(f"name='{WATCHED_MODEL}'"), (
+        f"{WATCHED_MODEL} already has versions: only this test may train the model the trigger watches"
+    )
+    train(stack, deployments, WATCHED_MODEL, stack.config_file)
+    assert c.get_registered_model(WATCHED_MODEL).aliases["champion"] == "1"
+
+    drift = run(stack, deployments["drift/drift"], {"as_of": "2013-12-20"})  # the worker's default config
     assert drift["state"]["type"] == "COMPLETED", drift["state"]
-    emit_drift(stack, "2013-12-20T00:00:00+00:00", 19)  # the alert storm: 20 events within seconds
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not runs_of(stack, retrain_id):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not drift_events(stack, WATCHED_MODEL, since):
         time.sleep(1)
-    runs = runs_of(stack, retrain_id)
+    assert drift_events(stack, WATCHED_MODEL, since), "the drift flow emitted no drift event"
+    emit_drift(stack, "2013-12-20T00:00:00+00:00", 19)  # the alert storm: 20 events within seconds
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not runs_of(stack, retrain_id, since):
+        time.sleep(1)
+    runs = runs_of(stack, retrain_id, since)
     assert len(runs) >= 1, "the drift event did not start the retrain-on-drift deployment"
     done = wait(stack, runs[0]["id"], 420)
     assert done["state"]["type"] == "COMPLETED", done["state"]
     assert done["parameters"]["reason"] == "drift" and done["parameters"]["as_of"].startswith("2013-12-20")
     time.sleep(8)
-    assert len(runs_of(stack, retrain_id)) == 1  # one retrain, not twenty
-    c = _registry(stack)
-    v2 = c.get_model_version(MODEL, "2")
-    assert v2.tags["evergreen.reason"] == "drift" and v2.tags["evergreen.as_of"].startswith("2013-12-20")
-    assert c.get_registered_model(MODEL).aliases["challenger"] == "2"
+    assert len(runs_of(stack, retrain_id, since)) == 1  # one retrain, not twenty
+
+    (retrained,) = [
+        v for v in c.search_model_versions(f"name='{WATCHED_MODEL}'") if v.tags.get("evergreen.flow_run") == done["id"]
+    ]
+    assert str(retrained.version) == "2"
+    assert retrained.tags["evergreen.reason"] == "drift" and retrained.tags["evergreen.as_of"].startswith("2013-12-20")
+    assert c.get_registered_model(WATCHED_MODEL).aliases["challenger"] == str(retrained.version)

@@ -1,7 +1,7 @@
 """The local stack on real processes: Prefect server, process worker, MLflow server (no mocks).
 
-Runs in file order: health and registration checks, then `status`, a second `up`, and last `down`
-(twice) followed by a restart, so the session-scoped stack is running again for later e2e modules.
+Each test passes alone and in any order: every one starts from a running stack and leaves it
+running (the `down` test ends with a restart on the same home).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sqlite3
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from deployments.stack import COMPONENTS, POOL_NAME, POOL_TYPE, WORKER_NAME, gro
 
 from .conftest import Stack
 
-pytestmark = pytest.mark.timeout(360)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(360)]
 
 
 def _read_proc(pid: int, what: str) -> str:
@@ -46,7 +47,7 @@ def _stack_processes(stack: Stack) -> set[int]:
     return found
 
 
-def _online_workers(stack: Stack) -> list[dict]:
+def _online_workers(stack: Stack) -> list[dict[str, Any]]:
     r = httpx.post(f"{stack.prefect_api_url}/work_pools/{POOL_NAME}/workers/filter", json={}, timeout=10)
     r.raise_for_status()
     return [w for w in r.json() if w["status"] == "ONLINE"]
