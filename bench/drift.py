@@ -18,10 +18,11 @@ Thresholds: the ``drift`` section of configs/default.yaml. Timed, median of ``--
   (c) evidently - Evidently's DataDriftPreset with the decision's tests (KS numeric, PSI categorical,
                   the config's thresholds) on the same full data;
   (d) report    - ``evergreen.drift.evidently_report`` on its bounded sample, HTML included;
-  (e) defaults  - Evidently's DataDriftPreset with its defaults (it picks each column's test: on more
-                  than 1,000 rows the normed Wasserstein distance for numeric columns and Jensen-Shannon
-                  for categorical ones, both drifted at >= 0.1; the data set drifted when half the
-                  columns did) on the same full data.
+  (e) defaults  - Evidently's DataDriftPreset with its defaults (it picks each column's test: with more
+                  than 1,000 reference rows the normed Wasserstein distance for numeric columns and
+                  Jensen-Shannon for categorical ones and numeric ones with at most 5 values, both
+                  drifted at >= 0.1; the data set drifted when half the columns did) on the same full
+                  data.
 Agreement: per feature, drifted or not by ``detect_drift`` against (c) and (e); and the retrain
 decision, ``detect_drift``'s against Evidently's data-set drift.
 
