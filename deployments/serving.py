@@ -72,10 +72,13 @@ def model_input(frame: pd.DataFrame, model: Any) -> pd.DataFrame:
         return frame
     out = {}
     for spec in schema.inputs:
-        col = frame[spec.name] if spec.name in frame.columns else pd.Series([None] * len(frame), index=frame.index)
+        col: pd.Series = (
+            frame[spec.name] if spec.name in frame.columns else pd.Series([None] * len(frame), index=frame.index)
+        )
         kind = str(spec.type).lower()
         if "string" in kind:
-            out[spec.name] = col.astype(object).where(col.notna(), None)
+            # pandas takes None as the replacement (missing strings stay None); its stubs do not allow it
+            out[spec.name] = col.astype(object).where(col.notna(), None)  # type: ignore[call-overload]
         else:
             out[spec.name] = pd.to_numeric(col, errors="coerce").astype("float64")
     return pd.DataFrame(out, index=frame.index)
@@ -88,7 +91,7 @@ def split_bucket(key: str) -> int:
 
 class Metrics:
     def __init__(self) -> None:
-        disable_created_metrics()  # no *_created series: they only add noise to every scrape
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream; no *_created series
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
