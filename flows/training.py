@@ -24,10 +24,9 @@ from flows.rollout import rollout
 from flows.shell import run_flow
 from tasks.common import flow_run_id, stage, table_artifact
 from tasks.data import load_raw_data, prepare
-from tasks.features import retrieve_training_set
 from tasks.gate import gate_challenger
 from tasks.registry import register_and_promote
-from tasks.training import log_run, train_model, tune_model
+from tasks.training import log_run, retrieve_training_set, train_model, tune_model
 from tasks.validation import validate_batch
 
 Reason = Literal["manual", "schedule", "drift"]

@@ -10,8 +10,7 @@ from prefect.cache_policies import NONE
 from evergreen import feature_store
 from evergreen.config import EvergreenConfig
 from evergreen.data import RawData
-from evergreen.features import build_feature_tables, model_columns, write_feature_tables
-from evergreen.training import TrainingSet, Windows
+from evergreen.features import build_feature_tables, write_feature_tables
 from tasks.common import table_artifact
 
 
@@ -47,10 +46,3 @@ def materialize(cfg: EvergreenConfig, start: pd.Timestamp, end: pd.Timestamp) ->
 def retrieve(cfg: EvergreenConfig, flights: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     """The flights predicted in [start, end) with every feature as it was known at prediction time."""
     return feature_store.features_for(cfg, flights, start, end)
-
-
-@task(name="retrieve-training-set", cache_policy=NONE)
-def retrieve_training_set(cfg: EvergreenConfig, flights: pd.DataFrame, windows: Windows) -> TrainingSet:
-    """The training and holdout rows of ``windows`` with every feature as it was known at prediction time."""
-    frame = feature_store.features_for(cfg, flights, windows.start, windows.end)
-    return TrainingSet.from_frame(frame, windows, model_columns(feature_store.feature_names(cfg)))

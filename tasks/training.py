@@ -1,4 +1,4 @@
-"""Tuning and training stage: Optuna search, final fit, and one MLflow run holding everything."""
+"""Training stages: the point-in-time training set, the Optuna search, the final fit, one MLflow run."""
 
 from __future__ import annotations
 
@@ -8,16 +8,34 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import optuna
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 from prefect.logging import get_run_logger
 
-from evergreen import tracking
+from evergreen import feature_store, tracking
 from evergreen.config import EvergreenConfig
+from evergreen.features import model_columns
 from evergreen.model import save_model_files
 from evergreen.tracking import LoggedModel
-from evergreen.training import LABEL, TrainedModel, TrainingSet, TuningResult, fit_rows, train_final, tune
+from evergreen.training import (
+    LABEL,
+    TrainedModel,
+    TrainingSet,
+    TuningResult,
+    Windows,
+    fit_rows,
+    train_final,
+    tune,
+)
 from tasks.common import table_artifact
+
+
+@task(name="retrieve-training-set", cache_policy=NONE)
+def retrieve_training_set(cfg: EvergreenConfig, flights: pd.DataFrame, windows: Windows) -> TrainingSet:
+    """The training and holdout rows of ``windows`` with every feature as it was known at prediction time."""
+    frame = feature_store.features_for(cfg, flights, windows.start, windows.end)
+    return TrainingSet.from_frame(frame, windows, model_columns(feature_store.feature_names(cfg)))
 
 
 @task(name="tune-hyperparameters", cache_policy=NONE)
