@@ -42,19 +42,17 @@ class AliasMove:
     flow_run: str | None
 
 
-# Columns of the reference sample logged with each model that are not model inputs.
+# The training sample (features, label, score) logged with each model: the drift check's reference.
 REFERENCE_FILE = "reference/reference_sample.parquet"
-NOT_FEATURES = frozenset({"event_timestamp", "delayed", "score"})
 
 
 @dataclass
 class Champion:
-    """The serving model with what it was trained on: version, run, data time and reference sample."""
+    """The serving model: version, training run, data time and the feature columns of its signature."""
 
     version: str
     run_id: str
     as_of: pd.Timestamp | None
-    reference: pd.DataFrame
     features: list[str]
     model: PyFuncModel
 
@@ -73,7 +71,7 @@ def client(tracking_uri: str) -> MlflowClient:
 
 
 def load_champion(tracking_uri: str, name: str) -> Champion | None:
-    """The ``@champion`` model with the reference sample logged beside it (None: no champion yet)."""
+    """The ``@champion`` model (None: no champion yet)."""
     import mlflow
 
     c = client(tracking_uri)
@@ -81,15 +79,23 @@ def load_champion(tracking_uri: str, name: str) -> Champion | None:
     if version is None:
         return None
     mv = c.get_model_version(name, version)
-    path = mlflow.artifacts.download_artifacts(
-        run_id=mv.run_id, artifact_path=REFERENCE_FILE, tracking_uri=tracking_uri
-    )
-    reference = pd.read_parquet(path)
     mlflow.set_tracking_uri(tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    schema = model.metadata.get_input_schema()
+    if schema is None:
+        raise RegistryError(f"model '{name}' v{version} was logged without an input signature")
     as_of = mv.tags.get("evergreen.as_of")
-    features = [col for col in reference.columns if col not in NOT_FEATURES]
-    return Champion(version, str(mv.run_id), pd.Timestamp(as_of) if as_of else None, reference, features, model)
+    return Champion(version, str(mv.run_id), pd.Timestamp(as_of) if as_of else None, schema.input_names(), model)
+
+
+def reference_sample(tracking_uri: str, champion: Champion) -> pd.DataFrame:
+    """The sample of its training window logged with the champion, with its scores (drift's reference)."""
+    import mlflow
+
+    path = mlflow.artifacts.download_artifacts(
+        run_id=champion.run_id, artifact_path=REFERENCE_FILE, tracking_uri=tracking_uri
+    )
+    return pd.read_parquet(path)
 
 
 def last_retrain_as_of(c: MlflowClient, name: str) -> pd.Timestamp | None:

@@ -28,6 +28,7 @@ from tasks.drift import (
     emit_drift_event,
     last_retrain_as_of,
     load_champion,
+    load_reference,
     publish,
     render_report,
     score_current,
@@ -48,8 +49,11 @@ def drift(
 
     with stage(timings, "reference"):
         champion = load_champion(cfg)
-    if champion is None:
-        return no_decision(summary, "no-champion", "no champion yet: nothing to compare; run the training flow first")
+        if champion is None:
+            return no_decision(
+                summary, "no-champion", "no champion yet: nothing to compare; run the training flow first"
+            )
+        reference = load_reference(cfg, champion)
 
     with stage(timings, "current"):
         flights = prepare(cfg, load_raw_data(cfg))
@@ -68,10 +72,10 @@ def drift(
         current = retrieve(cfg, flights, start, end)
 
     with stage(timings, "decide"):
-        result = decide_drift(cfg, champion, current, score_current(champion, current))
+        result = decide_drift(cfg, champion, reference, current, score_current(champion, current))
     with stage(timings, "report"):
         html = cfg.reports_dir / "drift" / f"drift-{end:%Y%m%dT%H%M}-{(flow_run_id() or 'local')[:8]}.html"
-        render_report(cfg, champion, current, html)
+        render_report(cfg, champion, reference, current, html)
 
     reasons = list(result.reasons)
     status = "drift" if result.drifted else "calm"

@@ -26,8 +26,14 @@ def model_resource_id(model_name: str) -> str:
 # One retry: loading the champion reads the registry and its artifacts, which a busy server may refuse once.
 @task(name="load-champion", cache_policy=NONE, retries=1, retry_delay_seconds=2)
 def load_champion(cfg: EvergreenConfig) -> registry.Champion | None:
-    """The champion model and the reference sample logged with it at training time (None: no champion)."""
+    """The champion model (None: no champion yet)."""
     return registry.load_champion(cfg.tracking_uri, cfg.registry.model_name)
+
+
+@task(name="load-reference", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def load_reference(cfg: EvergreenConfig, champion: registry.Champion) -> pd.DataFrame:
+    """The training sample logged with the champion, with its scores."""
+    return registry.reference_sample(cfg.tracking_uri, champion)
 
 
 @task(name="score-current-window", cache_policy=NONE)
@@ -37,25 +43,29 @@ def score_current(champion: registry.Champion, current: pd.DataFrame) -> np.ndar
 
 @task(name="detect-drift", cache_policy=NONE)
 def decide_drift(
-    cfg: EvergreenConfig, champion: registry.Champion, current: pd.DataFrame, scores: np.ndarray
+    cfg: EvergreenConfig,
+    champion: registry.Champion,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    scores: np.ndarray,
 ) -> DriftResult:
     return detect_drift(
-        champion.reference,
+        reference,
         current,
         champion.features,
         cfg.drift,
-        reference_scores=champion.reference["score"].to_numpy(),
+        reference_scores=reference["score"].to_numpy(),
         current_scores=scores,
     )
 
 
 @task(name="render-evidently-report", cache_policy=NONE)
 def render_report(
-    cfg: EvergreenConfig, champion: registry.Champion, current: pd.DataFrame, html_path: Path
+    cfg: EvergreenConfig, champion: registry.Champion, reference: pd.DataFrame, current: pd.DataFrame, html_path: Path
 ) -> dict[str, Any]:
     html_path.parent.mkdir(parents=True, exist_ok=True)
     return evidently_report(
-        champion.reference, current, champion.features, cfg.drift, html_path, sample_rows=cfg.drift.report_sample_rows
+        reference, current, champion.features, cfg.drift, html_path, sample_rows=cfg.drift.report_sample_rows
     )
 
 

@@ -9,6 +9,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from evergreen import registry
 from evergreen.config import load_config
 from tests.conftest import write_config
 from tests.flows.conftest import SMALL
@@ -121,6 +122,6 @@ def test_missing_feature_columns_are_named(env, champion):
 
     cfg = load_config(_config(env, "drift"))
     champ = load_champion.fn(cfg)
-    current = champ.reference.drop(columns=["carrier_delay_rate_7d"])
+    current = registry.reference_sample(cfg.tracking_uri, champ).drop(columns=["carrier_delay_rate_7d"])
     with pytest.raises(ValueError, match="carrier_delay_rate_7d"):
         score_current.fn(champ, current)
