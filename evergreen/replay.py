@@ -53,7 +53,7 @@ def utc(value: str | pd.Timestamp) -> pd.Timestamp:
 
 def plan_weeks(start: str | pd.Timestamp, data_end: pd.Timestamp, weeks: int | None = None) -> list[Week]:
     """Consecutive weeks ``[t, t + 7 d)`` from ``start`` while ``t`` is not after ``data_end`` (the
-    last prediction time in the data), at most ``weeks`` of them; the last one may be short of flights."""
+    last prediction time in the data), at most ``weeks`` of them; the last one may be short of rows."""
     t, end = utc(start), utc(data_end)
     if weeks is not None and weeks < 1:
         raise ValueError(f"weeks must be at least 1, got {weeks}")
@@ -77,6 +77,7 @@ def strategy_config(base: EvergreenConfig, name: str) -> dict[str, Any]:
     body = base.model_dump(mode="json")
     body["registry"]["model_name"] = name
     body["rollout"]["enabled"] = False
+    body["drift"]["emit_event"] = False  # the replay acts on each decision itself
     return body
 
 
@@ -96,7 +97,7 @@ def week_metrics(y: np.ndarray, p: np.ndarray | None) -> dict[str, float]:
     """Realised metrics of one week's scores ``p`` against the outcomes ``y``; NaN where there is no
     model (``p`` is None) or the week has no rows or one class only."""
     y = np.asarray(y, dtype="float64")
-    out = {"rows": len(y), "delay_rate": float(y.mean()) if len(y) else math.nan}
+    out = {"rows": len(y), "label_rate": float(y.mean()) if len(y) else math.nan}
     if p is not None and len(y) and 0 < y.sum() < len(y):
         out.update(metrics(y, np.asarray(p, dtype="float64")))
     else:
@@ -202,7 +203,7 @@ def target_markdown(target: dict[str, Any]) -> str:
 def plot_replay(rows: list[dict[str, Any]], summary: list[dict[str, Any]], title: str) -> Any:
     """Top: realised weekly ROC AUC per strategy, with Evergreen's drift detections (dotted lines at
     the end of the week that drifted), its promotions (stars on the first week the new champion
-    served) and gate refusals (open circles). Bottom: the weekly delay rate, the drift itself."""
+    served) and gate refusals (open circles). Bottom: the weekly label rate (share of positives), the drift itself."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,8 +262,8 @@ def _plot(plt: Any, frame: pd.DataFrame, means: dict[str, dict[str, Any]], title
     ax.legend(loc="lower left", fontsize=8, ncol=2)
     ax.set_title(title)
     weekly = frame.drop_duplicates("start")
-    ax2.bar(pd.to_datetime(weekly["start"]), weekly["delay_rate"], width=6, align="edge", color="#adb5bd")
-    ax2.set_ylabel("delay rate")
+    ax2.bar(pd.to_datetime(weekly["start"]), weekly["label_rate"], width=6, align="edge", color="#adb5bd")
+    ax2.set_ylabel("label rate")
     ax2.grid(alpha=0.3)
     return fig
 

@@ -28,7 +28,7 @@ from mlflow.models import infer_signature
 
 from evergreen.config import EvergreenConfig
 from evergreen.gate import GateDecision
-from evergreen.model import FlightDelayModel
+from evergreen.model import BoosterModel
 from evergreen.plots import plot_gate
 from evergreen.training import TuningResult, Windows
 
@@ -221,7 +221,7 @@ def log_model(artifacts: dict[str, str], example: pd.DataFrame, predictions: np.
         warnings.filterwarnings("ignore", message=".*input example was not provided.*")
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=FlightDelayModel(),
+            python_model=BoosterModel(),
             artifacts=artifacts,
             signature=signature,
             pip_requirements=pip_requirements(),

@@ -5,7 +5,7 @@ Windows (all ending at ``as_of``, nothing known after it is used):
     [as_of - holdout - train_days, as_of - holdout)  training  (its last validation_days tune)
     [as_of - holdout, as_of)                         out-of-time holdout for the gate
 
-A flight enters a window by its prediction time, and only if its outcome was known by ``as_of``.
+A request enters a window by its prediction time, and only if its outcome was known by ``as_of``.
 """
 
 from __future__ import annotations
@@ -23,11 +23,8 @@ import optuna
 import pandas as pd
 from optuna_integration.lightgbm import LightGBMPruningCallback
 
-from evergreen.config import TuningConfig, WindowConfig
-from evergreen.data import RawData
-from evergreen.features import learn_categories, to_model_frame
-
-LABEL = "delayed"
+from evergreen.config import ProblemConfig, TuningConfig, WindowConfig
+from evergreen.features import EVENT_TIMESTAMP, KNOWN_AT, learn_categories, to_model_frame
 
 
 @dataclass(frozen=True)
@@ -41,24 +38,10 @@ class Windows:
         return {k: v.isoformat() for k, v in vars(self).items()}
 
 
-FEATURE_LOOKBACK = pd.Timedelta(days=31)  # raw rows that feed the window's 30-day features
-
-
-def raw_batch(
-    raw: RawData, flights: pd.DataFrame, windows: Windows
-) -> tuple[dict[str, pd.DataFrame], pd.Timestamp, pd.Timestamp]:
-    """The raw tables a run on ``windows`` reads, to validate before anything is trained: the flights
-    predicted in the window or in the feature lookback before it (``flights`` is ``raw.flights``
-    prepared, row for row), the weather of those hours and every plane; with the bounds [lo, hi)."""
-    lo, hi = windows.start - FEATURE_LOOKBACK, windows.end
-    in_batch = (flights["prediction_time"] >= lo) & (flights["prediction_time"] < hi)
-    wt = pd.to_datetime(raw.weather["time_hour"], utc=True)
-    tables = {
-        "flights": raw.flights[in_batch.to_numpy()],
-        "weather": raw.weather[((wt >= lo) & (wt < hi)).to_numpy()],
-        "planes": raw.planes,
-    }
-    return tables, lo, hi
+def batch_range(windows: Windows, spec: ProblemConfig) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The raw rows a run on ``windows`` reads, to validate before anything is trained: its windows
+    and the feature lookback before them, [lo, hi)."""
+    return windows.start - spec.lookback, windows.end
 
 
 def plan_windows(as_of: pd.Timestamp, window: WindowConfig) -> Windows:
@@ -72,8 +55,8 @@ def plan_windows(as_of: pd.Timestamp, window: WindowConfig) -> Windows:
 
 
 def split_frame(frame: pd.DataFrame, w: Windows) -> tuple[pd.DataFrame, pd.DataFrame]:
-    known = frame["known_at"] <= w.end
-    ts = frame["event_timestamp"]
+    known = frame[KNOWN_AT] <= w.end
+    ts = frame[EVENT_TIMESTAMP]
     train = frame[known & (ts >= w.start) & (ts < w.holdout_start)].reset_index(drop=True)
     holdout = frame[known & (ts >= w.holdout_start) & (ts < w.end)].reset_index(drop=True)
     return train, holdout
@@ -92,12 +75,18 @@ class TrainingSet:
     holdout: pd.DataFrame
     columns: list[str]
     windows: Windows
+    label: str
+    categorical: list[str]
     fingerprint: str  # of the training rows' ids, labels and features
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, windows: Windows, columns: list[str]) -> TrainingSet:
+    def from_frame(
+        cls, frame: pd.DataFrame, windows: Windows, columns: list[str], spec: ProblemConfig
+    ) -> TrainingSet:
         train, holdout = split_frame(frame, windows)
-        return cls(train, holdout, columns, windows, frame_fingerprint(train[["flight_id", LABEL, *columns]]))
+        rows = train[[spec.entity_id, spec.label, *columns]]
+        categorical = [c for c in columns if c in spec.categorical]
+        return cls(train, holdout, columns, windows, spec.label, categorical, frame_fingerprint(rows))
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -154,10 +143,8 @@ def _suggest(trial: optuna.Trial) -> dict[str, Any]:
 
 
 def tune(
-    train: pd.DataFrame,
-    columns: list[str],
+    data: TrainingSet,
     cfg: TuningConfig,
-    validation_start: pd.Timestamp,
     storage: str,
     study_name: str,
     n_trials: int | None = None,
@@ -166,23 +153,24 @@ def tune(
     """TPE search with median pruning on a time split of the training window; the study persists
     in ``storage`` so an interrupted run resumes where it stopped (same name, same data)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    fit = train[train["event_timestamp"] < validation_start]
-    valid = train[train["event_timestamp"] >= validation_start]
-    if len(fit) == 0 or len(valid) == 0 or valid[LABEL].nunique() < 2:
+    train, columns, label = data.train, data.columns, data.label
+    fit = train[train[EVENT_TIMESTAMP] < data.windows.validation_start]
+    valid = train[train[EVENT_TIMESTAMP] >= data.windows.validation_start]
+    if len(fit) == 0 or len(valid) == 0 or valid[label].nunique() < 2:
         raise ValueError(
             f"tuning needs both a fit and a validation part with both classes; got {len(fit)} fit and "
             f"{len(valid)} validation rows: widen window.train_days or window.validation_days"
         )
-    categories = learn_categories(fit, columns)
+    categories = learn_categories(fit, columns, data.categorical)
     params0 = base_params(cfg)
     # Built once and shared by every trial: binning does not depend on the searched parameters.
     dfit = lgb.Dataset(
         to_model_frame(fit, columns, categories),
-        fit[LABEL],
+        fit[label],
         free_raw_data=False,
         params={"feature_pre_filter": False, "verbosity": -1},
     )
-    dvalid = lgb.Dataset(to_model_frame(valid, columns, categories), valid[LABEL], reference=dfit, free_raw_data=False)
+    dvalid = lgb.Dataset(to_model_frame(valid, columns, categories), valid[label], reference=dfit, free_raw_data=False)
 
     def objective(trial: optuna.Trial) -> float:
         params = {**params0, **_suggest(trial)}
@@ -285,23 +273,24 @@ class TrainedModel:
         return np.asarray(self.booster.predict(to_model_frame(frame, self.columns, self.categories)), dtype="float64")
 
 
-def train_final(
-    train: pd.DataFrame, columns: list[str], cfg: TuningConfig, tuning: TuningResult, fit_rows: int
-) -> TrainedModel:
+def train_final(data: TrainingSet, cfg: TuningConfig, tuning: TuningResult) -> TrainedModel:
     """Deterministic fit on the whole training window with the tuned parameters.
 
-    Rounds scale with the data: the early-stopped count found on ``fit_rows`` rows grows in
+    Rounds scale with the data: the early-stopped count found on the tuner's fit rows grows in
     proportion to the larger training set.
     """
-    categories = learn_categories(train, columns)
+    train, columns = data.train, data.columns
+    categories = learn_categories(train, columns, data.categorical)
     params = {**base_params(cfg), **tuning.best_params}
-    rounds = max(10, int(round(tuning.best_iteration * len(train) / max(fit_rows, 1))))
-    data = lgb.Dataset(
-        to_model_frame(train, columns, categories), train[LABEL], params={"feature_pre_filter": False, "verbosity": -1}
+    rounds = max(10, int(round(tuning.best_iteration * len(train) / max(fit_rows(data), 1))))
+    dataset = lgb.Dataset(
+        to_model_frame(train, columns, categories),
+        train[data.label],
+        params={"feature_pre_filter": False, "verbosity": -1},
     )
-    booster = lgb.train(params, data, num_boost_round=rounds)
+    booster = lgb.train(params, dataset, num_boost_round=rounds)
     return TrainedModel(booster, columns, categories, {**params, "num_boost_round": rounds})
 
 
-def fit_rows(train: pd.DataFrame, validation_start: pd.Timestamp) -> int:
-    return int((train["event_timestamp"] < validation_start).sum())
+def fit_rows(data: TrainingSet) -> int:
+    return int((data.train[EVENT_TIMESTAMP] < data.windows.validation_start).sum())

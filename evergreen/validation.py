@@ -1,4 +1,5 @@
-"""Data contracts: Great Expectations 1.x suites kept in ``configs/expectations/`` run on pandas batches.
+"""Data contracts: Great Expectations 1.x suites kept beside each problem (``examples/<name>/expectations/``)
+run on pandas batches.
 
 A failed suite produces a short summary (expectation, column, unexpected count) for people and the
 full GX result as JSON for tools; the caller stops the run on failure.
@@ -12,9 +13,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-
-ROOT = Path(__file__).resolve().parent.parent
-SUITES_DIR = ROOT / "configs" / "expectations"
 
 
 @dataclass
@@ -54,7 +52,7 @@ class SuiteResult:
 class ValidationFailed(RuntimeError):
     """A batch broke its data contract: nothing downstream may run on it."""
 
-    def __init__(self, results: list[SuiteResult]):
+    def __init__(self, results: list[SuiteResult], suites_dir: Path | None = None):
         self.results = results
         failed = [r for r in results if not r.success]
         lines = ["Data validation failed; nothing was trained, registered or promoted."]
@@ -63,15 +61,19 @@ class ValidationFailed(RuntimeError):
             if r.report_path:
                 lines.append(f"  full result: {r.report_path}")
         lines.append(
-            "Fix the batch (or, if the data is right and the contract wrong, the suite in configs/expectations/)."
+            "Fix the batch (or, if the data is right and the contract wrong, the suite in "
+            f"{suites_dir or 'the problem folder'}/)."
         )
         super().__init__("\n".join(lines))
 
 
-def load_suite_spec(name: str, suites_dir: Path = SUITES_DIR) -> dict[str, Any]:
+def load_suite_spec(name: str, suites_dir: Path) -> dict[str, Any]:
     path = suites_dir / f"{name}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: expectation suite '{name}' not found")
+        raise FileNotFoundError(
+            f"{path}: expectation suite '{name}' not found; each raw table and the training frame need a "
+            f"suite in problem.suites (an empty one is {{\"name\": \"{name}\", \"expectations\": []}})"
+        )
     spec: dict[str, Any] = json.loads(path.read_text())
     return spec
 
@@ -123,9 +125,7 @@ def _failure(r: Any) -> Failure:
 RESULT_FORMAT: Literal["SUMMARY"] = "SUMMARY"
 
 
-def validate_frames(
-    frames: dict[str, pd.DataFrame], report_dir: Path, suites_dir: Path = SUITES_DIR
-) -> list[SuiteResult]:
+def validate_frames(frames: dict[str, pd.DataFrame], suites_dir: Path, report_dir: Path) -> list[SuiteResult]:
     """Run the suite named like each frame; write each full result to ``report_dir/<suite>.json``."""
     import great_expectations as gx  # optional heavy import: see evergreen/__init__.py
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -149,6 +149,6 @@ def validate_frames(
     return results
 
 
-def require_valid(results: list[SuiteResult]) -> None:
+def require_valid(results: list[SuiteResult], suites_dir: Path | None = None) -> None:
     if not all(r.success for r in results):
-        raise ValidationFailed(results)
+        raise ValidationFailed(results, suites_dir)

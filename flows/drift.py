@@ -17,9 +17,8 @@ from prefect import flow, get_run_logger
 from pydantic import PositiveFloat
 
 from evergreen.config import DEFAULT_CONFIG, load_config, parse_as_of
-from evergreen.data import latest_outcome
 from evergreen.drift import in_cooldown
-from evergreen.features import entity_frame
+from evergreen.features import entity_frame, latest_outcome
 from flows.shell import run_flow
 from tasks.common import flow_run_id, stage
 from tasks.data import load_raw_data, prepare
@@ -56,20 +55,20 @@ def drift(
         reference = load_reference(cfg, champion)
 
     with stage(timings, "current"):
-        flights = prepare(cfg, load_raw_data(cfg))
-        end = parse_as_of(as_of, latest_outcome(flights))
+        prepared = prepare(cfg, load_raw_data(cfg))
+        end = parse_as_of(as_of, latest_outcome(prepared, cfg.problem))
         start = end - pd.Timedelta(days=lookback)
         window = {"start": start.isoformat(), "end": end.isoformat()}
         summary.update(as_of=end.isoformat(), window=window, champion_version=champion.version)
-        summary["rows"] = rows = len(entity_frame(flights, start, end))
+        summary["rows"] = rows = len(entity_frame(prepared, cfg.problem, start, end))
         if rows < cfg.drift.min_rows:
             return no_decision(
                 summary,
                 "no-data",
-                f"the window {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} holds {rows} flights, fewer "
+                f"the window {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} holds {rows} rows, fewer "
                 f"than drift.min_rows={cfg.drift.min_rows}: no decision, no event",
             )
-        current = retrieve(cfg, flights, start, end)
+        current = retrieve(cfg, prepared, start, end)
 
     with stage(timings, "decide"):
         result = decide_drift(cfg, champion, reference, current, score_current(champion, current))
@@ -93,7 +92,7 @@ def drift(
         report=str(html),
         timings=timings,
     )
-    if status == "drift":
+    if status == "drift" and cfg.drift.emit_event:
         event = emit_drift_event(
             cfg,
             {
@@ -105,6 +104,7 @@ def drift(
                 "champion_version": champion.version,
                 "reasons": reasons,
                 "report": str(html),
+                "config": str(cfg.source_file),
             },
         )
         summary["event"] = str(event.id) if event else None

@@ -30,20 +30,21 @@ def features(config: str = DEFAULT_CONFIG, materialize_online: bool = True) -> d
         raw = load_raw_data(cfg)
     with stage(timings, "validate_raw"):
         validate_batch(
-            {"flights": raw.flights, "weather": raw.weather, "planes": raw.planes},
+            raw.tables,
+            cfg.suites_dir,
             cfg.reports_dir / "validation" / (flow_run_id() or "local"),
             "Raw data (features flow)",
         )
     with stage(timings, "build"):
-        flights = prepare(cfg, raw)
-        rows = build_tables(cfg, raw, flights)
+        prepared = prepare(cfg, raw)
+        rows = build_tables(cfg, raw, prepared)
     with stage(timings, "feast_apply"):
         views = apply_repo(cfg)
     if materialize_online:
         with stage(timings, "materialize"):
-            # Backfill the whole history in one explicit range (static views are stamped in 2000).
-            start = pd.Timestamp("1999-12-31", tz="UTC")
-            end = flights["known_at"].max().ceil("D") + pd.Timedelta(days=1)
+            # Backfill the whole history in one explicit range (static views may be stamped long before).
+            start = pd.Timestamp("1970-01-02", tz="UTC")
+            end = prepared[cfg.problem.known_at].max().ceil("D") + pd.Timedelta(days=1)
             materialize(cfg, start, end)
     table_artifact(
         [{"stage": k, "seconds": v} for k, v in timings.items()],

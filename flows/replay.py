@@ -9,11 +9,12 @@ budget and the real training and drift flows (``as_of`` = the instant each decis
                   the training flow and its gate decide
 
 Each week [t, t + 7 d) is scored with the champion each strategy had at t (features from Feast's
-point-in-time join, labels = the flights' outcomes); then every strategy acts as of t + 7 d.
+point-in-time join, labels = the problem's outcomes); then every strategy acts as of t + 7 d.
 Writes a weekly table and a summary (CSV, JSON), a PNG, and Prefect artifacts.
 
-  python -m flows.replay                                  # 2013-03-01 to the end of the year
+  python -m flows.replay                                  # flights: 2013-03-01 to the end of the year
   python -m flows.replay --start 2013-06-01 --weeks 3 --n-trials 2
+  python -m flows.replay --config examples/dot2015/config.yaml --weeks 8
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from tasks.replay import Progress, champion_version, promote_without_gate, publi
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLAY_CONFIG = str(ROOT / "configs" / "replay.yaml")
-DEFAULT_START = "2013-03-01"
+HISTORY_BEFORE_START = pd.Timedelta(days=59)  # default start: two months after the first request
 
 
 def no_action() -> dict[str, Any]:
@@ -140,7 +141,7 @@ def current_champion(cfg: EvergreenConfig, loaded: Champion | None) -> Champion 
 @flow(name="replay", log_prints=True)
 def replay(
     config: str = REPLAY_CONFIG,
-    start: str = DEFAULT_START,
+    start: str | None = None,
     weeks: PositiveInt | None = None,
     n_trials: PositiveInt | None = None,
     output: str | None = None,
@@ -149,7 +150,8 @@ def replay(
     rebuild_features: bool = False,
     strategies: list[Strategy] | None = None,
 ) -> dict[str, Any]:
-    """Replay history week by week from ``start`` (at most ``weeks`` weeks) for each strategy."""
+    """Replay history week by week from ``start`` (default: two months into the data; at most ``weeks``
+    weeks) for each strategy."""
     chosen = [s for s in STRATEGIES if s in (strategies or STRATEGIES)]
     cfg = load_config(config)
     run_id = pd.Timestamp.now(tz="UTC").strftime("%Y%m%d%H%M%S")
@@ -162,8 +164,10 @@ def replay(
     written = write_strategy_configs(cfg, run_id, cfg.home / "replay-configs" / run_id)
     configs = {s: str(written[s]) for s in chosen}
     cfgs = {s: load_config(p) for s, p in configs.items()}
-    flights = prepare(cfg, load_raw_data(cfg))
-    plan: list[Week] = plan_weeks(start, flights["prediction_time"].max(), weeks)
+    prepared = prepare(cfg, load_raw_data(cfg))
+    times = prepared[cfg.problem.prediction_time]
+    first = start if start is not None else (times.min() + HISTORY_BEFORE_START).floor("D")
+    plan: list[Week] = plan_weeks(first, times.max(), weeks)
     n = len(plan)
     budget = n_trials if n_trials is not None else cfg.tuning.n_trials
     print(
@@ -188,8 +192,8 @@ def replay(
     rows: list[dict[str, Any]] = []
     loaded: dict[str, Champion | None] = {}
     for week in plan:
-        frame = retrieve(cfg, flights, week.start, week.end)  # what serving saw: point-in-time features
-        y = frame["delayed"].to_numpy()
+        frame = retrieve(cfg, prepared, week.start, week.end)  # what serving saw: point-in-time features
+        y = frame[cfg.problem.label].to_numpy()
         last = week.number == n
         for s in chosen:
             tag = f"week {week.number}/{n} ({week.start:%Y-%m-%d}) {s}"
@@ -272,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", default=REPLAY_CONFIG, help="base config (default: configs/replay.yaml)")
     p.add_argument(
-        "--start", default=DEFAULT_START, help=f"the first scored week starts here (default {DEFAULT_START})"
+        "--start", default=None, help="the first scored week starts here (default: two months into the data)"
     )
     p.add_argument("--weeks", type=int, default=None, help="replay at most this many weeks (default: to the end)")
     p.add_argument("--n-trials", type=int, default=None, help="trial budget per training (default: tuning.n_trials)")
@@ -288,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        utc(args.start)  # a bad date fails here, before any flow starts
+        if args.start is not None:
+            utc(args.start)  # a bad date fails here, before any flow starts
     except ValueError:
         parser.error(f"--start: not a date: {args.start!r} (e.g. 2013-03-01)")
 

@@ -13,7 +13,7 @@ from typing import TypeVar
 from prefect.exceptions import ParameterTypeError
 
 from evergreen.config import ConfigError
-from evergreen.data import DataError
+from evergreen.problem import DataError
 from evergreen.registry import RegistryError
 from evergreen.rollout import RolledBack
 from evergreen.validation import ValidationFailed

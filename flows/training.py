@@ -18,12 +18,12 @@ from pydantic import PositiveInt
 
 from evergreen import registry, tracking
 from evergreen.config import DEFAULT_CONFIG, load_config, parse_as_of
-from evergreen.data import latest_outcome
-from evergreen.training import plan_windows, raw_batch
+from evergreen.features import latest_outcome
+from evergreen.training import plan_windows
 from flows.rollout import rollout
 from flows.shell import run_flow
 from tasks.common import flow_run_id, stage, table_artifact
-from tasks.data import load_raw_data, prepare
+from tasks.data import cut_batch, load_raw_data, prepare
 from tasks.gate import gate_challenger
 from tasks.registry import register_and_promote
 from tasks.training import log_run, retrieve_training_set, train_model, tune_model
@@ -50,16 +50,18 @@ def training(
 
     with stage(timings, "load"):
         raw = load_raw_data(cfg)
-        flights = prepare(cfg, raw)
-        windows = plan_windows(parse_as_of(as_of, latest_outcome(flights)), cfg.window)
+        prepared = prepare(cfg, raw)
+        windows = plan_windows(parse_as_of(as_of, latest_outcome(prepared, cfg.problem)), cfg.window)
 
     with stage(timings, "validate"):  # nothing below runs on a batch that breaks its contract
-        batch, lo, hi = raw_batch(raw, flights, windows)
-        raw_check = validate_batch(batch, report_dir, f"Raw batch {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}")
+        batch, lo, hi = cut_batch(cfg, raw, windows)
+        raw_check = validate_batch(batch, cfg.suites_dir, report_dir, f"Raw batch {lo:%Y-%m-%d} .. {hi:%Y-%m-%d}")
 
     with stage(timings, "retrieve"):  # point-in-time, through Feast; the assembled frame has its own contract
-        data = retrieve_training_set(cfg, flights, windows)
-        frame_check = validate_batch({"training_frame": data.frame}, report_dir, "Assembled training frame")
+        data = retrieve_training_set(cfg, prepared, windows)
+        frame_check = validate_batch(
+            {"training_frame": data.frame}, cfg.suites_dir, report_dir, "Assembled training frame"
+        )
     logger.info("training rows %d, holdout rows %d, %d features", len(data.train), len(data.holdout), len(data.columns))
 
     with stage(timings, "tune"):

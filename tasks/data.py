@@ -1,4 +1,4 @@
-"""Data stage: load the raw tables and derive the prepared flights frame."""
+"""Data stage: load the problem's raw tables and derive its labelled entity frame."""
 
 from __future__ import annotations
 
@@ -7,14 +7,27 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from evergreen.config import EvergreenConfig
-from evergreen.data import RawData, load_raw, prepare_flights
+from evergreen.problem import RawData, check_prepared, load_problem
+from evergreen.training import Windows, batch_range
 
 
 @task(name="load-raw-data", cache_policy=NONE)
 def load_raw_data(cfg: EvergreenConfig) -> RawData:
-    return load_raw(cfg.data.source)
+    return load_problem(cfg).load_tables(cfg.data.source)
 
 
-@task(name="prepare-flights", cache_policy=NONE)
+@task(name="prepare-entities", cache_policy=NONE)
 def prepare(cfg: EvergreenConfig, raw: RawData) -> pd.DataFrame:
-    return prepare_flights(raw.flights, cfg.problem.lead_time_hours, cfg.problem.delay_threshold_minutes)
+    """One labelled row per prediction request, checked against the problem spec."""
+    prepared = load_problem(cfg).prepare(raw.tables)
+    check_prepared(prepared, cfg.problem, cfg.problem.module, cfg.gate.slices)
+    return prepared
+
+
+@task(name="cut-raw-batch", cache_policy=NONE)
+def cut_batch(
+    cfg: EvergreenConfig, raw: RawData, windows: Windows
+) -> tuple[dict[str, pd.DataFrame], pd.Timestamp, pd.Timestamp]:
+    """The raw rows a run on ``windows`` reads (its windows and feature lookback), with their range."""
+    lo, hi = batch_range(windows, cfg.problem)
+    return load_problem(cfg).raw_batch(raw, lo, hi), lo, hi

@@ -56,6 +56,7 @@ def decide_drift(
         cfg.drift,
         reference_scores=reference["score"].to_numpy(),
         current_scores=scores,
+        categorical=cfg.problem.categorical,
     )
 
 
@@ -65,7 +66,13 @@ def render_report(
 ) -> dict[str, Any]:
     html_path.parent.mkdir(parents=True, exist_ok=True)
     return evidently_report(
-        reference, current, champion.features, cfg.drift, html_path, sample_rows=cfg.drift.report_sample_rows
+        reference,
+        current,
+        champion.features,
+        cfg.drift,
+        html_path,
+        sample_rows=cfg.drift.report_sample_rows,
+        categorical=cfg.problem.categorical,
     )
 
 
@@ -93,7 +100,7 @@ def publish(summary: dict[str, Any], table: list[dict[str, Any]], html_path: Pat
         w = summary["window"]
         lines += [
             "",
-            f"Window `{w['start']}` .. `{w['end']}`, {summary.get('rows', 0)} flights; "
+            f"Window `{w['start']}` .. `{w['end']}`, {summary.get('rows', 0)} rows; "
             f"champion v{summary.get('champion_version')}.",
         ]
     if html_path is not None:

@@ -9,14 +9,14 @@ from prefect.cache_policies import NONE
 
 from evergreen import feature_store
 from evergreen.config import EvergreenConfig
-from evergreen.data import RawData
-from evergreen.features import build_feature_tables, write_feature_tables
+from evergreen.features import write_feature_tables
+from evergreen.problem import RawData, load_problem
 from tasks.common import table_artifact
 
 
 @task(name="build-feature-tables", cache_policy=NONE)
-def build_tables(cfg: EvergreenConfig, raw: RawData, flights: pd.DataFrame) -> dict[str, int]:
-    tables = build_feature_tables(flights, raw.weather, raw.planes)
+def build_tables(cfg: EvergreenConfig, raw: RawData, prepared: pd.DataFrame) -> dict[str, int]:
+    tables = load_problem(cfg).build_feature_tables(raw.tables, prepared, pd.Timestamp.now(tz="UTC"))
     paths = write_feature_tables(tables, cfg.features_dir)
     rows = [
         {
@@ -43,6 +43,6 @@ def materialize(cfg: EvergreenConfig, start: pd.Timestamp, end: pd.Timestamp) ->
 
 
 @task(name="retrieve-features", cache_policy=NONE)
-def retrieve(cfg: EvergreenConfig, flights: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """The flights predicted in [start, end) with every feature as it was known at prediction time."""
-    return feature_store.features_for(cfg, flights, start, end)
+def retrieve(cfg: EvergreenConfig, prepared: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The requests predicted in [start, end) with every feature as it was known at prediction time."""
+    return feature_store.features_for(cfg, prepared, start, end)

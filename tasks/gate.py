@@ -11,7 +11,7 @@ from prefect.cache_policies import NONE
 from evergreen import registry, tracking
 from evergreen.config import EvergreenConfig
 from evergreen.gate import GateDecision, decide
-from evergreen.training import LABEL, TrainingSet
+from evergreen.training import TrainingSet
 from tasks.common import markdown_artifact, table_artifact
 
 
@@ -44,7 +44,7 @@ def gate_challenger(
     holdout = data.holdout
     d = decide(
         holdout,
-        holdout[LABEL].to_numpy(),
+        holdout[data.label].to_numpy(),
         challenger_scores,
         champion.score(holdout) if champion else None,
         cfg.gate,

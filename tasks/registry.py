@@ -47,7 +47,7 @@ def register_and_promote(
     }
     if decision.auc_diff:
         tags["evergreen.gate.auc_diff_ci"] = f"[{decision.auc_diff['lower']:+.5f}, {decision.auc_diff['upper']:+.5f}]"
-    version = registry.register(c, name, logged.model_uri, run_id, tags)
+    version = registry.register(c, name, logged.model_uri, run_id, tags, cfg.problem.description)
     why = f"{reason}: gate {decision.verdict} (run {run_id})"
     moves: list[tuple[str, str | None]] = [(registry.CHALLENGER, version)]
     old = registry.alias_version(c, name, registry.CHAMPION)

@@ -15,16 +15,14 @@ from prefect.logging import get_run_logger
 
 from evergreen import feature_store, tracking
 from evergreen.config import EvergreenConfig
-from evergreen.features import model_columns
+from evergreen.features import EVENT_TIMESTAMP, model_columns
 from evergreen.model import save_model_files
 from evergreen.tracking import LoggedModel
 from evergreen.training import (
-    LABEL,
     TrainedModel,
     TrainingSet,
     TuningResult,
     Windows,
-    fit_rows,
     train_final,
     tune,
 )
@@ -32,20 +30,19 @@ from tasks.common import table_artifact
 
 
 @task(name="retrieve-training-set", cache_policy=NONE)
-def retrieve_training_set(cfg: EvergreenConfig, flights: pd.DataFrame, windows: Windows) -> TrainingSet:
+def retrieve_training_set(cfg: EvergreenConfig, prepared: pd.DataFrame, windows: Windows) -> TrainingSet:
     """The training and holdout rows of ``windows`` with every feature as it was known at prediction time."""
-    frame = feature_store.features_for(cfg, flights, windows.start, windows.end)
-    return TrainingSet.from_frame(frame, windows, model_columns(feature_store.feature_names(cfg)))
+    frame = feature_store.features_for(cfg, prepared, windows.start, windows.end)
+    columns = model_columns(cfg.problem.request_features, feature_store.feature_names(cfg))
+    return TrainingSet.from_frame(frame, windows, columns, cfg.problem)
 
 
 @task(name="tune-hyperparameters", cache_policy=NONE)
 def tune_model(cfg: EvergreenConfig, data: TrainingSet, n_trials: int | None) -> tuple[TuningResult, optuna.Study]:
     study_name = data.study_name(cfg.registry.model_name, cfg.digest)
     result, study = tune(
-        data.train,
-        data.columns,
+        data,
         cfg.tuning,
-        data.windows.validation_start,
         cfg.optuna_storage,
         study_name,
         n_trials,
@@ -61,9 +58,7 @@ def tune_model(cfg: EvergreenConfig, data: TrainingSet, n_trials: int | None) ->
 
 @task(name="train-final-model", cache_policy=NONE)
 def train_model(cfg: EvergreenConfig, data: TrainingSet, tuning: TuningResult) -> TrainedModel:
-    return train_final(
-        data.train, data.columns, cfg.tuning, tuning, fit_rows(data.train, data.windows.validation_start)
-    )
+    return train_final(data, cfg.tuning, tuning)
 
 
 @task(name="log-training-run", cache_policy=NONE)
@@ -96,7 +91,7 @@ def log_run(
             {
                 "tuning.best_valid_auc": tuning.best_value,
                 "tuning.pruned": tuning.n_pruned,
-                "train.label_rate": float(train[LABEL].mean()),
+                "train.label_rate": float(train[data.label].mean()),
             }
         )
         tracking.log_tuning(cfg.tracking_uri, run.info.run_id, tuning, study)
@@ -106,7 +101,7 @@ def log_run(
         # profile of the whole window computed once here, so later checks cost only the current window.
         n = min(cfg.registry.reference_sample_rows, len(train))
         idx = np.sort(np.random.default_rng(0).choice(len(train), n, replace=False))
-        sample = train.iloc[idx][["event_timestamp", *data.columns, LABEL]].reset_index(drop=True)
+        sample = train.iloc[idx][[EVENT_TIMESTAMP, *data.columns, data.label]].reset_index(drop=True)
         sample["score"] = model.predict(sample)
         with tempfile.TemporaryDirectory() as tmp:
             ref = Path(tmp) / "reference_sample.parquet"

@@ -1,4 +1,4 @@
-"""Validation stage: run the repo's GX suites on a batch; stop the run on a broken contract."""
+"""Validation stage: run the problem's GX suites on a batch; stop the run on a broken contract."""
 
 from __future__ import annotations
 
@@ -39,10 +39,12 @@ def _markdown(results: list[SuiteResult], title: str) -> str:
 
 
 @task(name="validate-batch", cache_policy=NONE)
-def validate_batch(frames: dict[str, pd.DataFrame], report_dir: Path, title: str) -> list[SuiteResult]:
+def validate_batch(
+    frames: dict[str, pd.DataFrame], suites_dir: Path, report_dir: Path, title: str
+) -> list[SuiteResult]:
     """Run each frame's suite; publish the verdict as an artifact; stop the run on a broken contract."""
-    results = validate_frames(frames, report_dir)
+    results = validate_frames(frames, suites_dir, report_dir)
     key = "validation-" + "-".join(sorted(frames)).replace("_", "-")
     markdown_artifact(_markdown(results, title), key=key[:60], description=title)
-    require_valid(results)  # raises ValidationFailed with the per-expectation summary
+    require_valid(results, suites_dir)  # raises ValidationFailed with the per-expectation summary
     return results

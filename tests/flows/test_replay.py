@@ -50,11 +50,11 @@ def test_every_week_is_scored_by_every_strategy(result):
     starts = sorted({r["start"] for r in result["weeks"]})
     assert starts[0].startswith(START) and len(starts) == WEEKS
     for r in result["weeks"]:
-        assert r["rows"] > 1000 and 0 < r["delay_rate"] < 1 and r["version"], r
+        assert r["rows"] > 1000 and 0 < r["label_rate"] < 1 and r["version"], r
         assert all(math.isfinite(r[m]) for m in ("roc_auc", "pr_auc", "log_loss", "brier")), r
         assert r["error"] == "", r["error"]
     for w in range(1, WEEKS + 1):  # one week's flights, one delay rate, whatever the model
-        assert len({(r["rows"], r["delay_rate"]) for r in result["weeks"] if r["week"] == w}) == 1
+        assert len({(r["rows"], r["label_rate"]) for r in result["weeks"] if r["week"] == w}) == 1
 
 
 def test_static_never_retrains(result):

@@ -68,9 +68,9 @@ def test_week_metrics_match_sklearn_and_are_nan_without_a_model_or_a_class():
     y = np.array([0, 1, 0, 1, 1, 0, 0, 0])
     p = np.array([0.1, 0.8, 0.3, 0.6, 0.2, 0.4, 0.1, 0.2])
     m = week_metrics(y, p)
-    assert m["rows"] == 8 and m["delay_rate"] == 3 / 8
+    assert m["rows"] == 8 and m["label_rate"] == 3 / 8
     assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p))
-    assert math.isnan(week_metrics(y, None)["roc_auc"]) and week_metrics(y, None)["delay_rate"] == 3 / 8
+    assert math.isnan(week_metrics(y, None)["roc_auc"]) and week_metrics(y, None)["label_rate"] == 3 / 8
     assert math.isnan(week_metrics(np.zeros(4), np.full(4, 0.2))["roc_auc"])
 
 
@@ -83,7 +83,7 @@ def _row(week, strategy, auc, drift="", retrained=False, gate="", promoted=False
         "strategy": strategy,
         "version": "1",
         "rows": 100,
-        "delay_rate": 0.2,
+        "label_rate": 0.2,
         "roc_auc": auc,
         "pr_auc": auc - 0.3,
         "log_loss": 0.4,

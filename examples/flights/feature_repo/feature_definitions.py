@@ -1,7 +1,7 @@
-"""Evergreen's Feast definitions: entities, parquet sources, feature views and the model's service.
+"""Feast definitions of the flights example: entities, parquet sources, feature views, the model's service.
 
 The parquet files are written by the `features` flow. Their folder comes from EVERGREEN_FEATURE_DIR
-(set by Evergreen's flows); `feast apply` run by hand from this folder uses ../.evergreen/features.
+(set by Evergreen's flows); `feast apply` run by hand from this folder uses the default home's.
 """
 
 import os
@@ -11,9 +11,8 @@ from pathlib import Path
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, String
 
-FEATURE_DIR = Path(
-    os.environ.get("EVERGREEN_FEATURE_DIR", Path(__file__).resolve().parent.parent / ".evergreen" / "features")
-)
+DEFAULT_HOME = Path(__file__).resolve().parents[3] / ".evergreen"
+FEATURE_DIR = Path(os.environ.get("EVERGREEN_FEATURE_DIR", DEFAULT_HOME / "feast" / "flights" / "features"))
 
 
 def _source(name: str) -> FileSource:
