@@ -3,8 +3,9 @@ store, a stable traffic split driven by the signed rollout webhook, Prometheus m
 
     EVERGREEN_ROLLOUT_SECRET=... python -m deployments.gateway --config configs/default.yaml --port 8800
 
-Endpoints: ``POST /predict``, ``POST /feedback`` (labels after the fact, for realised quality),
-``POST /rollout`` (the webhook), ``GET /health``, ``GET /metrics``.
+Endpoints: ``POST /predict`` (``{"rows": [...]}``, each row in the problem's ``request`` schema),
+``POST /feedback`` (labels after the fact, for realised quality), ``POST /rollout`` (the webhook),
+``GET /health``, ``GET /metrics``.
 
 The registry is the source of truth for *which* versions serve: the gateway re-reads the aliases
 every ``serving.reload_seconds`` and whenever a webhook arrives. The webhook sets *how much* traffic
@@ -37,16 +38,15 @@ from starlette.concurrency import run_in_threadpool
 from deployments.serving import (
     SPLIT_BUCKETS,
     TIMESTAMP_SUFFIX,
-    FeedbackRequest,
-    Flight,
     Loaded,
     Metrics,
-    PredictRequest,
     model_input,
+    request_models,
     split_bucket,
 )
 from evergreen import registry
 from evergreen.config import EvergreenConfig, load_config
+from evergreen.problem import load_problem
 from evergreen.rollout import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 if TYPE_CHECKING:  # annotations only: MLflow and Feast are imported where used (their imports take seconds)
@@ -85,7 +85,11 @@ class Gateway:
         self._store: FeatureStore | None = None
         self._service: FeatureService | None = None
         self._ttl: dict[str, float] = {}
+        self._keys: list[str] = []
         self._client: MlflowClient = registry.client(cfg.tracking_uri)
+        self.problem = load_problem(cfg)
+        self.requests = request_models(cfg.problem)
+        self.entity_id, self.label = cfg.problem.entity_id, cfg.problem.label
 
     # ── models ──────────────────────────────────────────────────────────────────────────────────
     def _load(self, role: str, version: str) -> Loaded:
@@ -160,12 +164,13 @@ class Gateway:
     # ── features and prediction ─────────────────────────────────────────────────────────────────
     def open_store(self) -> tuple[FeatureStore, FeatureService]:
         """Build the Feast store once, before serving (Feast's import and registry read take seconds)."""
-        from evergreen.feature_store import get_store
+        from evergreen.feature_store import get_store, join_keys
 
         with self.feast_lock:
             if self._store is None or self._service is None:
                 store = get_store(self.cfg)
                 service = store.get_feature_service(self.cfg.features.feature_service)
+                self._keys = join_keys(store, self.cfg.features.feature_service)
                 # feature -> its view's TTL in seconds (0 = never expires)
                 self._ttl = {
                     f.name: _ttl_seconds(store.get_feature_view(proj.name))
@@ -175,17 +180,16 @@ class Gateway:
                 self._store, self._service = store, service
             return self._store, self._service
 
-    def _features(self, flights: list[Flight]) -> pd.DataFrame:
+    def _features(self, rows: list[Any]) -> pd.DataFrame:
         store, service = self.open_store()
-        rows: list[dict[str, Any]] = [
-            {"origin": f.origin, "tailnum": f.tailnum, "carrier": f.carrier, "route": f"{f.origin}-{f.dest}"}
-            for f in flights
-        ]
+        req = pd.DataFrame([r.model_dump(exclude={"prediction_time"}) for r in rows])
+        entities = self.problem.entity_rows(req)[self._keys]
+        keys = [dict(zip(self._keys, values, strict=True)) for values in entities.itertuples(index=False)]
         with self.feast_lock:
-            resp = store.get_online_features(features=service, entity_rows=rows)
+            resp = store.get_online_features(features=service, entity_rows=keys)
         data = resp.to_dict(include_event_timestamps=True)
         now = time.time()
-        at = [f.prediction_time.timestamp() if f.prediction_time else now for f in flights]
+        at = [r.prediction_time.timestamp() if r.prediction_time else now for r in rows]
         # The online store keeps the latest value per entity however old: apply the views' TTLs here,
         # or serving would see stale values where training saw missing ones (training/serving skew).
         # Plain lists: a handful of rows, where per-column pandas calls would cost milliseconds.
@@ -196,29 +200,30 @@ class Gateway:
                 for v, s, t in zip(data[name], stamps, at, strict=True)
             ]
         feats = pd.DataFrame(data)
-        req = pd.DataFrame([f.model_dump(exclude={"prediction_time"}) for f in flights])
         feats = feats.drop(columns=[c for c in feats.columns if c in req.columns])
         return pd.concat([req.reset_index(drop=True), feats.reset_index(drop=True)], axis=1)
 
-    def route(self, flights: list[Flight]) -> list[str]:
+    def route(self, ids: list[str]) -> list[str]:
         with self.lock:
             weight, has_canary = self.weight, self.models[CANARY] is not None
         cut = weight / 100.0 * SPLIT_BUCKETS
-        return [CANARY if has_canary and split_bucket(f.flight_id) < cut else registry.CHAMPION for f in flights]
+        return [CANARY if has_canary and split_bucket(i) < cut else registry.CHAMPION for i in ids]
 
-    def predict(self, req: PredictRequest) -> dict[str, Any]:
+    def predict(self, req: Any) -> dict[str, Any]:
+        """``req``: a ``self.requests.predict`` body."""
         t0 = time.perf_counter()
         with self.lock:
             models = dict(self.models)
         champion = models[registry.CHAMPION]
         if champion is None:
             raise HTTPException(503, f"model '{self.name}' has no @champion yet: run the training flow first")
-        if len(req.flights) > self.cfg.serving.max_batch:
+        if len(req.rows) > self.cfg.serving.max_batch:
             raise HTTPException(
-                413, f"{len(req.flights)} flights in one call; serving.max_batch is {self.cfg.serving.max_batch}"
+                413, f"{len(req.rows)} rows in one call; serving.max_batch is {self.cfg.serving.max_batch}"
             )
-        roles = self.route(req.flights)
-        frame = self._features(req.flights)
+        ids = [str(getattr(r, self.entity_id)) for r in req.rows]
+        roles = self.route(ids)
+        frame = self._features(req.rows)
         probs = [math.nan] * len(roles)
         served = list(roles)
         fallback = [False] * len(roles)
@@ -252,10 +257,10 @@ class Gateway:
                 self.metrics.prediction.labels(role, m.version).observe(p)
         results: list[dict[str, Any]] = []
         with self.lock:
-            for i, (f, role, p) in enumerate(zip(req.flights, served, probs, strict=True)):
+            for i, (key, role, p) in enumerate(zip(ids, served, probs, strict=True)):
                 version = versions[role]
-                self.served[f.flight_id] = (version, p)
-                row = {"flight_id": f.flight_id, "probability": p, "version": version, "role": role}
+                self.served[key] = (version, p)
+                row = {self.entity_id: key, "probability": p, "version": version, "role": role}
                 results.append(row | ({"fallback": True} if fallback[i] else {}))
             while len(self.served) > REMEMBERED_PREDICTIONS:
                 self.served.popitem(last=False)
@@ -264,17 +269,19 @@ class Gateway:
             body["features"] = json.loads(frame.to_json(orient="records"))
         return body
 
-    def feedback(self, req: FeedbackRequest) -> dict[str, Any]:
+    def feedback(self, req: Any) -> dict[str, Any]:
+        """``req``: a ``self.requests.feedback`` body: outcomes by entity id."""
         matched, unknown = 0, []
+        outcomes = [(getattr(o, self.entity_id), bool(getattr(o, self.label))) for o in req.outcomes]
         with self.lock:
-            seen = [(o, self.served.get(o.flight_id)) for o in req.outcomes]
-        for o, hit in seen:
+            seen = [(key, positive, self.served.get(key)) for key, positive in outcomes]
+        for key, positive, hit in seen:
             if hit is None:
-                unknown.append(o.flight_id)
+                unknown.append(key)
                 continue
             version, p = hit
             p = min(max(p, 1e-6), 1 - 1e-6)
-            loss = -math.log(p) if o.delayed else -math.log(1 - p)
+            loss = -math.log(p) if positive else -math.log(1 - p)
             self.metrics.feedback.labels(version).inc()
             self.metrics.feedback_log_loss.labels(version).inc(loss)
             self.metrics.feedback_log_loss_sq.labels(version).inc(loss * loss)
@@ -377,13 +384,17 @@ def create_app(cfg: EvergreenConfig, secret: str | None) -> FastAPI:
     app = FastAPI(title="Evergreen serving gateway", version="1")
     app.state.gateway = gw
 
-    @app.post("/predict")
-    def predict(req: PredictRequest) -> dict[str, Any]:
+    # The bodies' models come from the problem's request schema: given to FastAPI as real classes.
+    def predict(req: Any) -> dict[str, Any]:
         return gw.predict(req)
 
-    @app.post("/feedback")
-    def feedback(req: FeedbackRequest) -> dict[str, Any]:
+    def feedback(req: Any) -> dict[str, Any]:
         return gw.feedback(req)
+
+    predict.__annotations__["req"] = gw.requests.predict
+    feedback.__annotations__["req"] = gw.requests.feedback
+    app.post("/predict")(predict)
+    app.post("/feedback")(feedback)
 
     @app.post("/rollout")
     async def rollout(request: Request) -> JSONResponse:

@@ -10,7 +10,9 @@ from typing import Any
 
 import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from evergreen.config import ProblemConfig
 
 SPLIT_BUCKETS = 10_000
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -18,43 +20,50 @@ PREDICTION_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 TIMESTAMP_SUFFIX = "__ts"  # Feast's suffix for a feature's event timestamp (epoch seconds)
 
 
-class Flight(BaseModel):
-    """One prediction request: the flight's keys and its request-time fields."""
-
-    model_config = ConfigDict(extra="forbid")
-    flight_id: str = Field(min_length=1)
-    tailnum: str = Field(min_length=1)
-    carrier: str = Field(min_length=1)
-    origin: str = Field(min_length=1)
-    dest: str = Field(min_length=1)
-    distance: float = Field(ge=0)
-    dep_hour: int = Field(ge=0, le=23)
-    day_of_week: int = Field(ge=0, le=6, description="0 = Monday, local time of departure")
-    # When the prediction is made (default: now). Features older than their view's TTL, or newer
-    # than this instant, are served as missing, exactly as the offline point-in-time join does.
-    prediction_time: datetime | None = None
-
-    @field_validator("prediction_time")
-    @classmethod
-    def _utc(cls, v: datetime | None) -> datetime | None:
-        return v.replace(tzinfo=UTC) if v is not None and v.tzinfo is None else v  # naive = UTC
+_TYPES: dict[str, type] = {"string": str, "number": float, "integer": int}
 
 
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    flights: list[Flight] = Field(min_length=1)
-    return_features: bool = False
+def _utc(v: datetime | None) -> datetime | None:
+    return v.replace(tzinfo=UTC) if v is not None and v.tzinfo is None else v  # naive = UTC
 
 
-class Outcome(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    flight_id: str
-    delayed: bool
+@dataclass(frozen=True)
+class RequestModels:
+    """The gateway's request bodies, built from the problem's ``request`` schema."""
+
+    row: type[BaseModel]  # one prediction request: the problem's fields and an optional prediction_time
+    predict: type[BaseModel]  # {"rows": [row, ...], "return_features": false}
+    outcome: type[BaseModel]  # {<entity id>: "...", <label>: true|false}
+    feedback: type[BaseModel]  # {"outcomes": [outcome, ...]}
 
 
-class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    outcomes: list[Outcome] = Field(min_length=1)
+def request_models(spec: ProblemConfig) -> RequestModels:
+    strict = ConfigDict(extra="forbid")
+    fields: dict[str, Any] = {}
+    for name, f in spec.request.items():
+        constraints: dict[str, Any] = {"description": f.description or None}
+        if f.type == "string":
+            constraints["min_length"] = 1
+        else:
+            constraints.update(ge=f.ge, le=f.le)
+        fields[name] = (_TYPES[f.type], Field(**constraints))
+    # When the prediction is made (default: now). Features older than their view's TTL, or newer than
+    # this instant, are served as missing, exactly as the offline point-in-time join does.
+    fields["prediction_time"] = (datetime | None, None)
+    row = create_model(
+        "PredictionRow",
+        __config__=strict,
+        __validators__={"_utc": field_validator("prediction_time")(_utc)},
+        **fields,
+    )
+    predict = create_model(
+        "PredictRequest", __config__=strict, rows=(list[row], Field(min_length=1)), return_features=(bool, False)
+    )
+    outcome = create_model(  # type: ignore[call-overload]
+        "Outcome", __config__=strict, **{spec.entity_id: (str, ...), spec.label: (bool, ...)}
+    )
+    feedback = create_model("FeedbackRequest", __config__=strict, outcomes=(list[outcome], Field(min_length=1)))
+    return RequestModels(row, predict, outcome, feedback)
 
 
 @dataclass
@@ -85,7 +94,7 @@ def model_input(frame: pd.DataFrame, model: Any) -> pd.DataFrame:
 
 
 def split_bucket(key: str) -> int:
-    """Stable bucket in [0, 10000) per request key: the same flight always meets the same model."""
+    """Stable bucket in [0, 10000) per request key: the same request always meets the same model."""
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % SPLIT_BUCKETS
 
 
@@ -106,7 +115,7 @@ class Metrics:
         )
         self.prediction = Histogram(
             "evergreen_gateway_prediction",
-            "Predicted delay probability",
+            "Predicted probability of the label",
             ["role", "version"],
             buckets=PREDICTION_BUCKETS,
             registry=r,

@@ -106,4 +106,7 @@ def slice_aucs(
                     "delta": new - old,
                 }
             )
-    return pd.DataFrame(rows)
+    # The columns exist with no slice configured too: a problem without slices has nothing to regress.
+    columns = ["slice", "value", "rows", "positives", "supported", "challenger_auc", "champion_auc", "delta"]
+    numbers = {"rows": "int64", "positives": "int64", "challenger_auc": "float64", "champion_auc": "float64"}
+    return pd.DataFrame(rows, columns=columns).astype({**numbers, "delta": "float64", "supported": bool})

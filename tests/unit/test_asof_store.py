@@ -14,7 +14,7 @@ import pytest
 
 from evergreen import feature_store
 from evergreen.config import EvergreenConfig, load_config
-from evergreen.features import build_feature_tables, entity_frame, write_feature_tables
+from evergreen.features import entity_frame, write_feature_tables
 from tests.conftest import write_config
 
 UTC = "UTC"
@@ -86,14 +86,16 @@ def _edge_entities() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, raw_data, prepared_flights):
+def world(tmp_path_factory, raw_data, prepared_flights, flights_problem):
     tmp = tmp_path_factory.mktemp("asof")
     cfg = load_config(write_config(tmp / "c.yaml", tmp / "home"))
     flights = prepared_flights[prepared_flights["sched_dep_utc"] < pd.Timestamp("2013-03-01", tz=UTC)]
-    tables = build_feature_tables(flights, raw_data.weather, raw_data.planes, C1)
+    tables = flights_problem.build_feature_tables(raw_data.tables, flights, C1)
     write_feature_tables(_edge_tables(tables), cfg.features_dir)
     feature_store.apply_repo(cfg)
-    real = entity_frame(flights, pd.Timestamp("2013-01-08", tz=UTC), pd.Timestamp("2013-03-01", tz=UTC))
+    real = entity_frame(
+        flights, cfg.problem, pd.Timestamp("2013-01-08", tz=UTC), pd.Timestamp("2013-03-01", tz=UTC), KEYS
+    )
     real = real.sample(4000, random_state=0)[["flight_id", "event_timestamp", *KEYS, "distance", "delayed"]]
     edge = _edge_entities()
     entities = pd.concat([edge, real], ignore_index=True)

@@ -15,7 +15,13 @@ def _holdout(n=6000, seed=0):
     return frame, y, good, weak
 
 
-CFG = GateConfig(floors={"roc_auc": 0.6}, n_bootstrap=100, max_secondary_regression={}, slice_min_support=200)
+CFG = GateConfig(
+    floors={"roc_auc": 0.6},
+    n_bootstrap=100,
+    max_secondary_regression={},
+    slices=["origin", "carrier"],
+    slice_min_support=200,
+)
 
 
 def test_cold_start_promotes_on_floors_or_holds_by_rule():
@@ -69,3 +75,10 @@ def test_unknown_slice_column_is_named():
     frame, y, good, weak = _holdout()
     with pytest.raises(KeyError, match="tailnum"):
         decide(frame, y, good, weak, CFG.model_copy(update={"slices": ["tailnum"]}), "1")
+
+
+def test_a_problem_without_slices_is_gated_on_the_rest():
+    frame, y, good, weak = _holdout()
+    d = decide(frame, y, good, weak, CFG.model_copy(update={"slices": []}), "1")
+    assert d.passed and d.slices == []
+    assert any(r.startswith("PASS no-regression:slices: 0 of 0") for r in d.reasons), d.reasons
