@@ -35,14 +35,16 @@ REASONS: tuple[Reason, ...] = ("manual", "schedule", "drift")
 
 @flow(name="training", log_prints=True)
 def training(
-    config: str = DEFAULT_CONFIG,
+    config: str | None = DEFAULT_CONFIG,
     as_of: datetime | None = None,
     n_trials: PositiveInt | None = None,
     reason: Reason = "manual",
 ) -> dict[str, Any]:
-    """Train a challenger on data known at ``as_of``, gate it against the champion, register it."""
+    """Train a challenger on data known at ``as_of``, gate it against the champion, register it.
+    ``config`` None (an alert that names none) is the worker's default config."""
     started = time.perf_counter()
     logger = get_run_logger()
+    config = config or DEFAULT_CONFIG
     cfg = load_config(config)
     run = flow_run_id()
     report_dir = cfg.reports_dir / "validation" / (run or "local")

@@ -123,18 +123,15 @@ class Stack:
 
 
 def flow_config(st: Stack, path: Path, model_name: str | None = None) -> Path:
-    """A config for flow runs on this stack: its home and MLflow server, a tiny tuning budget and,
-    if given, a model name of the test's own (the default is the model the drift trigger watches)."""
-    import yaml
-
+    """A config for flow runs on this stack: the flights example with its home and MLflow server, a
+    tiny tuning budget and, if given, a model name of the test's own (default: the example's)."""
+    from tests.conftest import write_config
     from tests.flows.conftest import SMALL
 
     registry = {**SMALL["registry"], "tracking_uri": st.mlflow_url}
     if model_name is not None:
         registry["model_name"] = model_name
-    body = {**SMALL, "home": str(st.home), "features": {"feast_repo": str(ROOT / "feature_repo")}, "registry": registry}
-    path.write_text(yaml.safe_dump(body))
-    return path
+    return write_config(path, st.home, "flights", **{**SMALL, "registry": registry})
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ import pytest
 
 from evergreen import feature_store
 from evergreen.config import load_config
-from evergreen.data import prepare_flights
-from evergreen.features import build_feature_tables, entity_frame, write_feature_tables
+from evergreen.feature_store import join_keys
+from evergreen.features import entity_frame, write_feature_tables
 from tests.conftest import write_config
 
 pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
@@ -39,7 +39,7 @@ def _flight(n, tail, sched_utc, dep_delay, air_time, arr_delay, carrier="UA"):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, flights_problem):
     tmp = tmp_path_factory.mktemp("pit")
     cfg = load_config(write_config(tmp / "c.yaml", tmp / "home"))
     raw = pd.DataFrame(
@@ -51,7 +51,7 @@ def world(tmp_path_factory):
             _flight(5, "N2", "2013-03-02T15:00Z", 0, 60, 0),  # predicted 2 March: sees 1 March rates
         ]
     )
-    flights = prepare_flights(raw, lead_time_hours=2, threshold_minutes=15)
+    flights = flights_problem.prepare({"flights": raw})  # lead time 2 h, threshold 15 min
     weather = pd.DataFrame(
         {
             "origin": "EWR",
@@ -80,11 +80,15 @@ def world(tmp_path_factory):
             "engine": ["Turbo-fan"],
         }
     )
+    tables = {"flights": raw, "weather": weather, "planes": planes}
     write_feature_tables(
-        build_feature_tables(flights, weather, planes, pd.Timestamp("2026-01-01", tz="UTC")), cfg.features_dir
+        flights_problem.build_feature_tables(tables, flights, pd.Timestamp("2026-01-01", tz="UTC")), cfg.features_dir
     )
     feature_store.apply_repo(cfg)
-    ents = entity_frame(flights, pd.Timestamp("2013-02-01", tz="UTC"), pd.Timestamp("2013-04-01", tz="UTC"))
+    keys = join_keys(feature_store.get_store(cfg), cfg.features.feature_service)
+    ents = entity_frame(
+        flights, cfg.problem, pd.Timestamp("2013-02-01", tz="UTC"), pd.Timestamp("2013-04-01", tz="UTC"), keys
+    )
     out = feature_store.historical_features(cfg, ents)
     return cfg, flights, out.set_index("flight_id")
 

@@ -1,5 +1,5 @@
-"""A short replay on the real engine: three weeks, tiny trial budget, its own model names next to the
-shared features. Asserts the mechanics (every week scored, retrains only where each policy says,
+"""A short replay on the real engine, once per example: three weeks, tiny trial budget, its own model
+names next to the shared features. Asserts the mechanics (every week scored, retrains only where each policy says,
 champions carried from week to week, files and artifacts written), not the quality."""
 
 from __future__ import annotations
@@ -13,30 +13,31 @@ import pytest
 from evergreen import registry
 from evergreen.replay import ALWAYS, EVERGREEN, STATIC, STRATEGIES
 from tests.conftest import write_config
-from tests.flows.conftest import SMALL
 
 pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
 
-START = "2013-04-01"
 WEEKS = 3
 
 
 @pytest.fixture(scope="module")
-def result(env):
+def result(example_env):
     from flows.replay import replay
 
+    env, small = example_env, example_env["example"].sections
     sections = {
-        **SMALL,
-        "tuning": {**SMALL["tuning"], "n_trials": 2, "max_boost_rounds": 100, "threads": 1},
+        **small,
+        "tuning": {**small["tuning"], "n_trials": 2, "max_boost_rounds": 100, "threads": 1},
         # mechanics, not quality: floors that any model clears, so every strategy starts with a champion
-        "gate": {**SMALL["gate"], "floors": {"roc_auc": 0.5, "pr_auc": 0.0, "log_loss": 5.0, "brier": 1.0}},
-        "registry": {**SMALL["registry"], "model_name": "replay-test", "experiment": "replay-tests"},
+        "gate": {**small["gate"], "floors": {"roc_auc": 0.5, "pr_auc": 0.0, "log_loss": 5.0, "brier": 1.0}},
+        "registry": {**small["registry"], "model_name": "replay-test", "experiment": "replay-tests"},
         # any score shift is drift, and a 10-day cooldown from the initial fit: the first weekly check
         # (7 days in) is held by the cooldown, the second (14 days in) retrains
         "drift": {"prediction_psi_threshold": 1e-9, "cooldown_days": 10, "report_sample_rows": 500},
     }
-    path = write_config(env["tmp"] / "replay.yaml", env["cfg"].home, **sections)
-    return replay(config=str(path), start=START, weeks=WEEKS, output=str(env["tmp"] / "replay-out"), stem="r")
+    path = write_config(env["tmp"] / "replay.yaml", env["cfg"].home, env["name"], **sections)
+    start = env["example"].first_as_of
+    out = replay(config=str(path), start=start, weeks=WEEKS, output=str(env["tmp"] / "replay-out"), stem="r")
+    return {**out, "start": start}
 
 
 def _weeks(result, strategy):
@@ -48,7 +49,7 @@ def test_every_week_is_scored_by_every_strategy(result):
         (w, s) for w in range(1, WEEKS + 1) for s in STRATEGIES
     ]
     starts = sorted({r["start"] for r in result["weeks"]})
-    assert starts[0].startswith(START) and len(starts) == WEEKS
+    assert starts[0].startswith(result["start"]) and len(starts) == WEEKS
     for r in result["weeks"]:
         assert r["rows"] > 1000 and 0 < r["label_rate"] < 1 and r["version"], r
         assert all(math.isfinite(r[m]) for m in ("roc_auc", "pr_auc", "log_loss", "brier")), r
@@ -94,7 +95,7 @@ def test_summary_counts_match_the_weeks(result):
     assert {c["check"] for c in result["target"]["checks"]} and isinstance(result["target"]["met"], bool)
 
 
-def test_files_and_artifacts(result, env):
+def test_files_and_artifacts(result):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
