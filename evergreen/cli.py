@@ -1,5 +1,6 @@
-"""``evergreen``: registry commands for operators (status, history, rollback, promote).
+"""``evergreen``: a new problem folder, and registry commands for operators.
 
+uv run evergreen init churn                # examples/churn/: module, config, Feast repo, suites
 uv run evergreen status
 uv run evergreen history
 uv run evergreen rollback --reason "canary errors"
@@ -11,8 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pathlib import Path
+
 from evergreen import lazy_typecheck, registry
-from evergreen.config import DEFAULT_CONFIG, ConfigError, load_config
+from evergreen.config import DEFAULT_CONFIG, ROOT, ConfigError, load_config
+from evergreen.scaffold import init_problem
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--config", default=DEFAULT_CONFIG)
     sub = p.add_subparsers(dest="command", required=True)
+    ini = sub.add_parser("init", help="write a new problem folder to fill in (module, config, Feast repo, suites)")
+    ini.add_argument("name", help="the problem's name: lower case letters, digits and _")
+    ini.add_argument("--dir", type=Path, default=ROOT / "examples", help="parent folder (default: examples/)")
     sub.add_parser("status", help="show the aliases of the registered model")
     sub.add_parser("history", help="show every recorded alias move")
     rb = sub.add_parser("rollback", help="move champion back to previous_champion")
@@ -30,6 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--version", required=True)
     pr.add_argument("--reason", required=True)
     args = p.parse_args(argv)
+    if args.command == "init":
+        try:
+            target = init_problem(args.name, args.dir)
+        except (ValueError, FileExistsError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {target}: put events.csv in {target / 'data'}, adapt problem.py and config.yaml, then run")
+        print(f"  python -m flows.main --config {target / 'config.yaml'}")
+        return 0
     try:
         cfg = load_config(args.config)
         name = cfg.registry.model_name

@@ -86,6 +86,8 @@ class ProblemConfig(_Strict):
     request: dict[str, RequestField] = Field(min_length=1)
     # The problem's own settings, validated by its module's Params model.
     params: dict[str, Any] = {}
+    # The as_of dates `python -m flows.main` trains at, in order (empty: once, at the end of the data).
+    main_as_of: list[datetime] = []
 
     @field_validator("time_zone")
     @classmethod

@@ -1,7 +1,8 @@
 """The main job on the embedded default: features -> Feast apply/materialise -> training flow(s).
 
-``python -m flows.main`` trains as of 2013-06-01 (cold start: first champion) and then as of
-2013-07-01 (a challenger gated against that champion), and prints where to look next.
+``python -m flows.main`` trains at the config's ``problem.main_as_of`` dates (the flights example:
+2013-06-01, a cold start that makes the first champion, then 2013-07-01, a challenger gated against
+it) and prints where to look next. ``--config examples/dot2015/config.yaml`` runs the second example.
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ from evergreen.config import DEFAULT_CONFIG, load_config
 from flows.features import features
 from flows.shell import run_flow
 from flows.training import training
-
-DEFAULT_AS_OF = [datetime(2013, 6, 1), datetime(2013, 7, 1)]
-
 
 def report(cfg_path: str, runs: list[dict[str, Any]]) -> str:
     cfg = load_config(cfg_path)
@@ -56,17 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         type=datetime.fromisoformat,
         action="append",
         default=None,
-        help=f"repeatable (default: {' and '.join(f'{d:%Y-%m-%d}' for d in DEFAULT_AS_OF)})",
+        help="repeatable (default: the config's problem.main_as_of)",
     )
     p.add_argument("--n-trials", type=int, default=None, help="override tuning.n_trials")
     args = p.parse_args(argv)
 
     def job() -> list[dict[str, Any]]:
+        dates: list[datetime | None] = [*(args.as_of or load_config(args.config).problem.main_as_of)] or [None]
         features(config=args.config)
-        return [
-            training(config=args.config, as_of=a, n_trials=args.n_trials, reason="manual")
-            for a in (args.as_of or DEFAULT_AS_OF)
-        ]
+        return [training(config=args.config, as_of=a, n_trials=args.n_trials, reason="manual") for a in dates]
 
     return run_flow(job, lambda runs: report(args.config, runs))
 

@@ -4,16 +4,17 @@ The sample holds one row per flight with its date but no clock time, so the prob
 the evening before a day, score every flight of that day. The rules below are decided here, once, so
 every later stage (features, training, drift) uses the same ones:
 
-* label ``late`` = departure more than ``delay_threshold_minutes`` late, **or cancelled**
-  (``DEPARTURE_DELAY`` is missing exactly then). A passenger whose flight never left did not leave on time.
+* label ``late`` = departure more than ``delay_threshold_minutes`` late, **or cancelled** (a flight
+  that never left has no ``DEPARTURE_DELAY``; a few left the gate and were cancelled after). A
+  passenger whose flight was cancelled did not leave on time.
 * ``prediction_time`` = local midnight starting the flight's date (problem time zone) minus
   ``lead_hours``: the schedule day starts first in Atlantic time (San Juan), up to 2 h before
   Chicago, so 22:00 Chicago the evening before comes before any flight of the day can leave.
 * ``known_at`` = when the outcome is surely known: the latest a flight of that date can have been
   scheduled (23:59 at the westernmost origin, Hawaii, at most 5 h behind Chicago) + its departure
   delay + taxi-out + 1 h of reporting margin. With no clock time in the data, the bound is
-  deliberately late (most flights are known a day earlier): a late bound only delays a fact, an early
-  one would leak it.
+  deliberately late (most flights left many hours before it): a late bound only delays a fact, an
+  early one would leak it.
 * Feature snapshots are taken once a day at the next prediction time: the snapshot a day's
   requests read holds only outcomes whose ``known_at`` has passed, so a day's rates first use the
   flights of two days before.
@@ -24,7 +25,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -103,9 +103,7 @@ def prepare_flights(flights: pd.DataFrame, threshold_minutes: float, lead_hours:
     return f
 
 
-def airline_stats(
-    flights: pd.DataFrame, lead_hours: float, time_zone: str, computed_at: pd.Timestamp
-) -> pd.DataFrame:
+def airline_stats(flights: pd.DataFrame, lead_hours: float, time_zone: str, computed_at: pd.Timestamp) -> pd.DataFrame:
     """Per airline, one snapshot a day over the last 7 and 28 days of outcomes known by its instant.
 
     Each outcome joins the snapshot of the first prediction instant at or after its ``known_at``
