@@ -14,7 +14,7 @@ COPY evergreen ./evergreen
 COPY tasks ./tasks
 COPY flows ./flows
 COPY configs ./configs
-COPY feature_repo ./feature_repo
+COPY examples ./examples
 COPY deployments ./deployments
 COPY prefect.yaml ./
 RUN uv sync --frozen --no-dev

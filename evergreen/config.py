@@ -163,9 +163,7 @@ class RegistryConfig(_Strict):
 
 
 class DriftConfig(_Strict):
-    lookback_days: float = Field(
-        7.0, gt=0, description="current window: rows predicted in [as_of - lookback, as_of)"
-    )
+    lookback_days: float = Field(7.0, gt=0, description="current window: rows predicted in [as_of - lookback, as_of)")
     min_rows: int = Field(500, ge=1, description="fewer current rows than this: a documented no-op, no event")
     # Numeric features: KS, drifted only when significant AND the effect is large enough (KS p-values
     # on big windows flag trivial shifts).
@@ -421,7 +419,9 @@ def load_config(path: str | Path) -> EvergreenConfig:
             f"{path}: problem.request must hold the entity id '{problem.entity_id}' (the gateway keys "
             f"predictions and feedback by it); it has {sorted(problem.request)}"
         )
-    return cfg.model_copy(update={"source_file": path.resolve(), "digest": hashlib.sha256(text.encode()).hexdigest()[:16]})
+    return cfg.model_copy(
+        update={"source_file": path.resolve(), "digest": hashlib.sha256(text.encode()).hexdigest()[:16]}
+    )
 
 
 def parse_as_of(value: datetime | str | None, latest: pd.Timestamp) -> pd.Timestamp:

@@ -127,7 +127,9 @@ def features_for(cfg: EvergreenConfig, prepared: pd.DataFrame, start: pd.Timesta
     return historical_features(cfg, entities, store)
 
 
-def historical_features(cfg: EvergreenConfig, entity_df: pd.DataFrame, store: FeatureStore | None = None) -> pd.DataFrame:
+def historical_features(
+    cfg: EvergreenConfig, entity_df: pd.DataFrame, store: FeatureStore | None = None
+) -> pd.DataFrame:
     """Point-in-time join of the feature service onto ``entity_df`` (one row per prediction request).
 
     Row order and count are preserved: every request row comes back, with nulls where no value was

@@ -133,9 +133,7 @@ class Problem:
             files[name] = paths
         return RawData(tables, files)
 
-    def raw_batch(
-        self, raw: RawData, lo: pd.Timestamp, hi: pd.Timestamp
-    ) -> dict[str, pd.DataFrame]:
+    def raw_batch(self, raw: RawData, lo: pd.Timestamp, hi: pd.Timestamp) -> dict[str, pd.DataFrame]:
         """The raw rows a run on [lo, hi) reads: rows of timed tables in the range, untimed tables whole."""
         out = {}
         for name, table in self.spec.tables.items():
@@ -210,9 +208,7 @@ def problem_class(module: Path) -> type[Problem]:
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
-    found = [
-        v for v in vars(mod).values() if isinstance(v, type) and issubclass(v, Problem) and v.__module__ == name
-    ]
+    found = [v for v in vars(mod).values() if isinstance(v, type) and issubclass(v, Problem) and v.__module__ == name]
     if len(found) != 1:
         raise ConfigError(
             f"problem.module {module}: expected exactly one subclass of evergreen.problem.Problem, "

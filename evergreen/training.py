@@ -80,9 +80,7 @@ class TrainingSet:
     fingerprint: str  # of the training rows' ids, labels and features
 
     @classmethod
-    def from_frame(
-        cls, frame: pd.DataFrame, windows: Windows, columns: list[str], spec: ProblemConfig
-    ) -> TrainingSet:
+    def from_frame(cls, frame: pd.DataFrame, windows: Windows, columns: list[str], spec: ProblemConfig) -> TrainingSet:
         train, holdout = split_frame(frame, windows)
         rows = train[[spec.entity_id, spec.label, *columns]]
         categorical = [c for c in columns if c in spec.categorical]

@@ -72,7 +72,7 @@ def load_suite_spec(name: str, suites_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: expectation suite '{name}' not found; each raw table and the training frame need a "
-            f"suite in problem.suites (an empty one is {{\"name\": \"{name}\", \"expectations\": []}})"
+            f'suite in problem.suites (an empty one is {{"name": "{name}", "expectations": []}})'
         )
     spec: dict[str, Any] = json.loads(path.read_text())
     return spec

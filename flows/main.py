@@ -18,6 +18,7 @@ from flows.features import features
 from flows.shell import run_flow
 from flows.training import training
 
+
 def report(cfg_path: str, runs: list[dict[str, Any]]) -> str:
     cfg = load_config(cfg_path)
     last = runs[-1]
