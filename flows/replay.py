@@ -12,9 +12,9 @@ Each week [t, t + 7 d) is scored with the champion each strategy had at t (featu
 point-in-time join, labels = the problem's outcomes); then every strategy acts as of t + 7 d.
 Writes a weekly table and a summary (CSV, JSON), a PNG, and Prefect artifacts.
 
-  python -m flows.replay                                  # flights: 2013-03-01 to the end of the year
+  python -m flows.replay                                  # two months into the data, to its end
   python -m flows.replay --start 2013-06-01 --weeks 3 --n-trials 2
-  python -m flows.replay --config examples/dot2015/config.yaml --weeks 8
+  python -m flows.replay --config examples/<name>/config.yaml --weeks 8
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ CORE = ("evergreen", "tasks", "flows", "deployments")
 # Spec names that are ordinary words of the machinery too (a model, a day, a type).
 GENERIC = {
     *("year", "month", "day", "hour", "minute", "type", "model", "engine", "engines", "seats", "manufacturer"),
-    *("dest", "temp"),  # argparse's dest=, temp files
+    *("dest", "temp", "date"),  # argparse's dest=, temp files, dates
 }
 DOMAIN_WORDS = {"flight", "flights", "airline", "airport", "aircraft", "plane", "planes", "delay", "delayed"}
 SPEC_FILES = sorted(EXAMPLES.glob("*/config.yaml"))
