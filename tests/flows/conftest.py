@@ -42,7 +42,7 @@ EXAMPLES = {
         "2015-06-01",
         ("2015-04-10", "2015-10-15"),
         ("flights", "DEPARTURE_DELAY", 99999.0),
-        {**SMALL, "window": {"train_days": 60, "holdout_days": 14, "validation_days": 14}},
+        {k: v for k, v in SMALL.items() if k != "window"},  # its own windows: ~275 flights a day
     ),
 }
 
