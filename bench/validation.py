@@ -1,7 +1,8 @@
 """Where GX runs in a training run: in the flow's process, or in a worker process beside it.
 
 Both variants do the training flow's first stages, the same work in the same order: load and prepare
-the raw tables, validate the raw batch, retrieve the point-in-time training frame through Feast,
+the problem's raw tables (``Problem.load_tables``, ``Problem.prepare``), validate the raw batch
+(``Problem.raw_batch`` against the suites in ``cfg.suites_dir``), retrieve the point-in-time training frame through Feast,
 validate the assembled frame. Each runs in a fresh interpreter (GX's import, about 2 s of pure
 Python, is part of what is compared):
   inprocess - GX in the same process, one step after the other (what the training flow does);
@@ -41,34 +42,38 @@ def _import_gx() -> None:
 def work(variant: str, config: str, as_of: str, out: Path) -> float:
     """The flow's first stages; returns the seconds from their start to both verdicts."""
     from evergreen.config import load_config, parse_as_of
-    from evergreen.data import latest_outcome, load_raw, prepare_flights
     from evergreen.feature_store import feature_names, features_for
-    from evergreen.features import model_columns
-    from evergreen.training import TrainingSet, plan_windows, raw_batch
+    from evergreen.features import latest_outcome, model_columns
+    from evergreen.problem import check_prepared, load_problem
+    from evergreen.training import TrainingSet, batch_range, plan_windows
     from evergreen.validation import require_valid, validate_frames
 
     t0 = time.perf_counter()
     cfg = load_config(config)
+    suites = cfg.suites_dir
     pool = ProcessPoolExecutor(1) if variant == "pool" else None
     if pool is not None:
         pool.submit(_import_gx)
-    raw = load_raw(cfg.data.source)
-    flights = prepare_flights(raw.flights, cfg.problem.lead_time_hours, cfg.problem.delay_threshold_minutes)
-    windows = plan_windows(parse_as_of(as_of, latest_outcome(flights)), cfg.window)
-    batch, _, _ = raw_batch(raw, flights, windows)
+    problem = load_problem(cfg)
+    raw = problem.load_tables(cfg.data.source)
+    prepared = problem.prepare(raw.tables)
+    check_prepared(prepared, cfg.problem, cfg.problem.module, cfg.gate.slices)  # as the flow's prepare task
+    windows = plan_windows(parse_as_of(as_of, latest_outcome(prepared, cfg.problem)), cfg.window)
+    batch = problem.raw_batch(raw, *batch_range(windows, cfg.problem))
     if pool is None:
-        require_valid(validate_frames(batch, out / "raw"))
-        frame = features_for(cfg, flights, windows.start, windows.end)
+        require_valid(validate_frames(batch, suites, out / "raw"), suites)
+        frame = features_for(cfg, prepared, windows.start, windows.end)
     else:
-        raw_check = pool.submit(validate_frames, batch, out / "raw")
-        frame = features_for(cfg, flights, windows.start, windows.end)
-        require_valid(raw_check.result())
-    data = TrainingSet.from_frame(frame, windows, model_columns(feature_names(cfg)))
+        raw_check = pool.submit(validate_frames, batch, suites, out / "raw")
+        frame = features_for(cfg, prepared, windows.start, windows.end)
+        require_valid(raw_check.result(), suites)
+    columns = model_columns(cfg.problem.request_features, feature_names(cfg))
+    data = TrainingSet.from_frame(frame, windows, columns, cfg.problem)
     frames = {"training_frame": data.frame}
     if pool is None:
-        require_valid(validate_frames(frames, out / "frame"))
+        require_valid(validate_frames(frames, suites, out / "frame"), suites)
     else:
-        require_valid(pool.submit(validate_frames, frames, out / "frame").result())
+        require_valid(pool.submit(validate_frames, frames, suites, out / "frame").result(), suites)
         pool.shutdown()
     return time.perf_counter() - t0
 
