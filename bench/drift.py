@@ -256,9 +256,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         html = Path(tmp) / "drift.html"
         t_report = timed(
-            lambda: evidently_report(
-                ref, cur, features, cfg, html, cfg.report_sample_rows, categorical=categorical
-            ),
+            lambda: evidently_report(ref, cur, features, cfg, html, cfg.report_sample_rows, categorical=categorical),
             args.repeat,
         )
         html_kb = html.stat().st_size / 1024
