@@ -83,6 +83,7 @@ class Gateway:
         self.served: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._stop = threading.Event()
         self._store: FeatureStore | None = None
+        self._snapshot = ""  # the Feast snapshot folder the store reads
         self._service: FeatureService | None = None
         self._ttl: dict[str, float] = {}
         self._keys: list[str] = []
@@ -163,11 +164,13 @@ class Gateway:
 
     # ── features and prediction ─────────────────────────────────────────────────────────────────
     def open_store(self) -> tuple[FeatureStore, FeatureService]:
-        """Build the Feast store once, before serving (Feast's import and registry read take seconds)."""
+        """Build the Feast store before serving (Feast's import and registry read take seconds), and
+        again when the features flow has published a new snapshot (the link points elsewhere)."""
         from evergreen.feature_store import get_store, join_keys
 
+        snapshot = os.path.realpath(self.cfg.feast_dir)
         with self.feast_lock:
-            if self._store is None or self._service is None:
+            if self._store is None or self._service is None or snapshot != self._snapshot:
                 store = get_store(self.cfg)
                 service = store.get_feature_service(self.cfg.features.feature_service)
                 self._keys = join_keys(store, self.cfg.features.feature_service)
@@ -177,7 +180,7 @@ class Gateway:
                     for proj in service.feature_view_projections
                     for f in proj.features
                 }
-                self._store, self._service = store, service
+                self._store, self._service, self._snapshot = store, service, snapshot
             return self._store, self._service
 
     def _features(self, rows: list[Any]) -> pd.DataFrame:

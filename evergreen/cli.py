@@ -1,6 +1,7 @@
 """``evergreen``: a new problem folder, and registry commands for operators.
 
 uv run evergreen init churn                # examples/churn/: module, config, Feast repo, suites
+uv run evergreen learn-suites              # expectations/learned/: null shares and value sets of the data
 uv run evergreen status
 uv run evergreen history
 uv run evergreen rollback --reason "canary errors"
@@ -10,11 +11,15 @@ uv run evergreen promote --version 3 --reason "manual override"
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from evergreen import lazy_typecheck, registry
+import pandas as pd
+
+from evergreen import contracts, lazy_typecheck, registry
 from evergreen.config import DEFAULT_CONFIG, ROOT, ConfigError, load_config
+from evergreen.problem import DataError
 from evergreen.scaffold import init_problem
 
 
@@ -28,6 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     ini = sub.add_parser("init", help="write a new problem folder to fill in (module, config, Feast repo, suites)")
     ini.add_argument("name", help="the problem's name: lower case letters, digits and _")
     ini.add_argument("--dir", type=Path, default=ROOT / "examples", help="parent folder (default: examples/)")
+    ls = sub.add_parser(
+        "learn-suites",
+        help="write expectations/learned/*.json from the data: each column's present share, each categorical's values",
+    )
+    ls.add_argument("--start", type=_instant, default=None, help="reference start (default: the data's first)")
+    ls.add_argument("--end", type=_instant, default=None, help="reference end, excluded (default: the data's last)")
+    ls.add_argument("--null-tolerance", type=float, default=contracts.NULL_TOLERANCE)
+    ls.add_argument("--category-tolerance", type=float, default=contracts.CATEGORY_TOLERANCE)
     sub.add_parser("status", help="show the aliases of the registered model")
     sub.add_parser("history", help="show every recorded alias move")
     rb = sub.add_parser("rollback", help="move champion back to previous_champion")
@@ -45,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {target}: put events.csv in {target / 'data'}, adapt problem.py and config.yaml, then run")
         print(f"  python -m flows.main --config {target / 'config.yaml'}")
         return 0
+    if args.command == "learn-suites":
+        return learn(args)
     try:
         cfg = load_config(args.config)
         name = cfg.registry.model_name
@@ -72,6 +87,24 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, registry.RegistryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _instant(text: str) -> pd.Timestamp:
+    t = pd.Timestamp(text)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+def learn(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+        suites = contracts.learn_suites(cfg, args.start, args.end, args.null_tolerance, args.category_tolerance)
+    except (ConfigError, DataError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for path in contracts.write_suites(suites, cfg.suites_dir):
+        n = len(json.loads(path.read_text())["expectations"])
+        print(f"wrote {path}: {n} expectations")
     return 0
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ROOT = Path(__file__).resolve().parent.parent
 # The environment picks the config (e.g. a worker started with EVERGREEN_CONFIG=configs/prod.yaml).
@@ -48,6 +48,21 @@ class TableSpec(_Strict):
     # A run validates the rows whose time lies in its windows plus the feature lookback; a table
     # without a time column (static attributes) is validated whole.
     time_column: str | None = None
+    # What each column must hold, checked as each file is read, before anything computes on it:
+    # "number" / "integer" (text that is not a number is refused, not read as missing) and "timestamp"
+    # (ISO 8601). The time column is a timestamp whether or not it is listed.
+    types: dict[str, Literal["number", "integer", "timestamp"]] = {}
+
+    @model_validator(mode="after")
+    def _typed_columns_are_columns(self) -> TableSpec:
+        unknown = [c for c in [*self.types, *([self.time_column] if self.time_column else [])] if c not in self.columns]
+        if unknown:
+            raise ValueError(f"{unknown} not in columns {self.columns}")
+        return self
+
+    @property
+    def column_types(self) -> dict[str, str]:
+        return {**self.types, **({self.time_column: "timestamp"} if self.time_column else {})}
 
 
 class RequestField(_Strict):
@@ -266,6 +281,8 @@ class EvergreenConfig(_Strict):
     rollout: RolloutConfig = RolloutConfig()
     serving: ServingConfig = ServingConfig()
     source_file: Path | None = Field(None, exclude=True)
+    # A Feast state folder other than the published one: the features flow builds a new snapshot in it.
+    feast_state: Path | None = Field(None, exclude=True)
     digest: str = Field("", exclude=True)
 
     @field_validator("home")
@@ -285,9 +302,10 @@ class EvergreenConfig(_Strict):
         return self.home / "mlartifacts"
 
     # Feast state per project: two problems sharing one home keep their own tables and stores.
+    # home/feast/<project> is a link to the published snapshot (evergreen.feature_store.publish_snapshot).
     @property
     def feast_dir(self) -> Path:
-        return self.home / "feast" / self.features.project
+        return self.feast_state or self.home / "feast" / self.features.project
 
     @property
     def features_dir(self) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -95,6 +96,46 @@ def materialize(cfg: EvergreenConfig, start: pd.Timestamp, end: pd.Timestamp) ->
     """
     store = get_store(cfg)
     store.materialize(start_date=start.to_pydatetime(), end_date=end.to_pydatetime())
+
+
+# ── snapshots: a features run builds its whole Feast state aside and publishes it in one step ──────
+
+
+def stage_snapshot(cfg: EvergreenConfig) -> EvergreenConfig:
+    """The config of a new, empty snapshot beside the published one (tables, registry, online store)."""
+    live = cfg.home / "feast" / cfg.features.project
+    stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S%f")
+    staged = live.with_name(f"{live.name}@{stamp}")
+    staged.mkdir(parents=True)
+    return cfg.model_copy(update={"feast_state": staged})
+
+
+def publish_snapshot(staged: EvergreenConfig) -> Path:
+    """Make the staged snapshot the published one: one atomic rename of the link readers follow.
+
+    Readers opening the state after this see the new snapshot whole, never a mix. The previous
+    snapshot stays (a run that opened it can finish reading); older ones are removed.
+    """
+    assert staged.feast_state is not None
+    live = staged.home / "feast" / staged.features.project
+    if live.exists() and not live.is_symlink():  # state written before snapshots: becomes one
+        live.rename(live.with_name(f"{live.name}@0-unversioned"))
+    link = live.with_name(f".{live.name}.link")
+    link.unlink(missing_ok=True)
+    link.symlink_to(staged.feast_state.name)  # relative: the home can move
+    os.replace(link, live)
+    keep = {staged.feast_state.name}
+    snapshots = sorted(live.parent.glob(f"{live.name}@*"), key=lambda p: p.name)
+    for old in snapshots[:-2]:
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+    return staged.feast_state
+
+
+def discard_snapshot(staged: EvergreenConfig) -> None:
+    """Remove a staged snapshot that was not published (the published one is untouched)."""
+    if staged.feast_state is not None:
+        shutil.rmtree(staged.feast_state, ignore_errors=True)
 
 
 def feature_names(cfg: EvergreenConfig) -> list[str]:

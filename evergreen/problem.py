@@ -150,6 +150,22 @@ class Problem:
         return requests
 
 
+def check_batch(
+    batch: dict[str, pd.DataFrame], raw: RawData, spec: ProblemConfig, lo: pd.Timestamp, hi: pd.Timestamp
+) -> None:
+    """A run's raw batch has rows in every timed table, or the error says what the data covers."""
+    for name, table in spec.tables.items():
+        if table.time_column is None or not batch[name].empty:
+            continue
+        t = as_utc(raw[name][table.time_column], spec.time_zone)
+        files = ", ".join(str(p) for p in raw.files.get(name, []))
+        raise DataError(
+            f"table '{name}' has no rows with {table.time_column} in [{lo:%Y-%m-%d %H:%M}, {hi:%Y-%m-%d %H:%M}) "
+            f"UTC, the run's windows and feature lookback; its data cover {t.min():%Y-%m-%d} .. {t.max():%Y-%m-%d} "
+            f"({files}): choose an as_of inside them or add the missing rows"
+        )
+
+
 def as_utc(values: pd.Series, time_zone: str) -> pd.Series:
     """Instants as UTC: aware values are converted, naive ones read in the problem's time zone."""
     t = pd.to_datetime(values)
@@ -159,13 +175,66 @@ def as_utc(values: pd.Series, time_zone: str) -> pd.Series:
 
 
 def check_columns(frame: pd.DataFrame, name: str, table: TableSpec, path: Path) -> pd.DataFrame:
+    """The schema stage of one file: its columns, at least one row, and every typed column's values
+    of their type (numbers held as text are converted). Names the file, the column, the rule and a count."""
     missing = [c for c in table.columns if c not in frame.columns]
     if missing:
         raise DataError(
             f"{path}: table '{name}' lacks column(s) {missing}; problem.tables.{name}.columns needs "
             f"{list(table.columns)}"
         )
+    if frame.empty:
+        raise DataError(f"{path}: table '{name}' has no rows; remove the file or fill it")
+    for col, kind in table.column_types.items():
+        values = frame[col]
+        if kind == "timestamp":
+            check_timestamps(values, path, name, col)
+            continue
+        numbers = values if pd.api.types.is_numeric_dtype(values) else pd.to_numeric(values, errors="coerce")
+        bad = values.notna() & numbers.isna()
+        if bad.any():
+            raise DataError(
+                f"{path}: table '{name}', column '{col}' must hold numbers: {_count(bad)} do not, e.g. "
+                f"{_examples(values[bad])}; fix them or leave them empty (missing)"
+            )
+        if kind == "integer":
+            fractional = numbers.notna() & (numbers % 1 != 0)
+            if fractional.any():
+                raise DataError(
+                    f"{path}: table '{name}', column '{col}' must hold whole numbers: {_count(fractional)} "
+                    f"do not, e.g. {_examples(values[fractional])}"
+                )
+        if numbers is not values:
+            frame[col] = numbers
     return frame
+
+
+def check_timestamps(values: pd.Series, path: Path, table: str, col: str) -> None:
+    """ISO 8601 instants, one convention per column: all with an offset or all without."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return
+    text = values.dropna().astype(str)
+    rule = f"{path}: table '{table}', column '{col}' must hold ISO 8601 timestamps (2013-01-31 or 2013-01-31 17:05:00)"
+    parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+    bad = parsed.isna()
+    if bad.any():
+        raise DataError(f"{rule}: {_count(bad)} do not, e.g. {_examples(text[bad])}")
+    # One format per column: pandas reads a column in the format of its first value.
+    inferred = pd.to_datetime(text, errors="coerce", utc=True)
+    mixed = inferred.isna()
+    if mixed.any():
+        raise DataError(
+            f"{rule}, all in one format: {_count(mixed)} differ from the first one ({text.iloc[0]!r}), "
+            f"e.g. {_examples(text[mixed])}"
+        )
+
+
+def _count(mask: pd.Series) -> str:
+    return f"{int(mask.sum()):,} of {len(mask):,} values"
+
+
+def _examples(values: pd.Series, n: int = 3) -> str:
+    return ", ".join(repr(v) for v in pd.unique(values.astype(str))[:n])
 
 
 def required_columns(spec: ProblemConfig, extra: Sequence[str] = ()) -> list[str]:
@@ -188,8 +257,13 @@ def check_prepared(prepared: pd.DataFrame, spec: ProblemConfig, module: Path, ex
     labels = set(np.unique(prepared[spec.label].dropna().to_numpy()).tolist())
     if not labels <= {0, 1}:
         raise DataError(f"{module}: prepare() label '{spec.label}' must be 0/1, got values {sorted(labels)[:5]}")
-    if prepared[spec.entity_id].duplicated().any():
-        raise DataError(f"{module}: prepare() entity id '{spec.entity_id}' is not unique per row")
+    dup = prepared[spec.entity_id].duplicated(keep=False)
+    if dup.any():
+        raise DataError(
+            f"entity id '{spec.entity_id}' must be unique per prediction request: {_count(dup)} repeat one, "
+            f"e.g. {_examples(prepared.loc[dup, spec.entity_id])}; the raw tables hold duplicated records "
+            f"(remove them), or {module} builds the id from too few columns"
+        )
 
 
 _CLASSES: dict[Path, type[Problem]] = {}

@@ -23,14 +23,17 @@ class Failure:
     unexpected_percent: float | None
     observed: Any
     why: str | None
+    examples: list[Any] = field(default_factory=list)  # the most frequent unexpected values
 
     def line(self) -> str:
         where = f"column '{self.column}'" if self.column else "table"
         count = (
             f", {self.unexpected_count} unexpected ({self.unexpected_percent:.2f}%)" if self.unexpected_count else ""
         )
+        seen = f", e.g. {', '.join(repr(v) for v in self.examples[:3])}" if self.examples else ""
         obs = f", observed {self.observed!r}" if self.observed is not None and not self.unexpected_count else ""
-        return f"{self.expectation} on {where}{count}{obs}"
+        why = f" ({self.why})" if self.why else ""
+        return f"{self.expectation} on {where}{count}{seen}{obs}{why}"
 
 
 @dataclass
@@ -75,6 +78,9 @@ def load_suite_spec(name: str, suites_dir: Path) -> dict[str, Any]:
             f'suite in problem.suites (an empty one is {{"name": "{name}", "expectations": []}})'
         )
     spec: dict[str, Any] = json.loads(path.read_text())
+    learned = suites_dir / "learned" / f"{name}.json"  # evergreen.contracts writes these
+    if learned.is_file():
+        spec["expectations"] = [*spec["expectations"], *json.loads(learned.read_text())["expectations"]]
     return spec
 
 
@@ -117,6 +123,8 @@ def _failure(r: Any) -> Failure:
         unexpected_percent=res.get("unexpected_percent"),
         observed=res.get("observed_value"),
         why=(cfg.meta or {}).get("why"),
+        # distinct values only: a missing value is already named by its expectation
+        examples=[c["value"] for c in res.get("partial_unexpected_counts") or [] if pd.notna(c["value"])],
     )
 
 

@@ -6,6 +6,7 @@ unknown version); anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -31,8 +32,22 @@ USER_ERRORS = (
 T = TypeVar("T")
 
 
+class InputErrorsWithoutTraceback(logging.Filter):
+    """On the console, the engine's log lines about a bad input keep their message and lose the
+    traceback: the input is the user's to fix, not a bug. The flow run's own logs keep it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def run_flow(call: Callable[[], T], render: Callable[[T], str]) -> int:
     """Run a flow; print its result, or the error alone when the input was at fault (exit 2)."""
+    console = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    quiet = InputErrorsWithoutTraceback()
+    for handler in console:
+        handler.addFilter(quiet)
     try:
         result = call()
     except USER_ERRORS as e:
@@ -41,5 +56,8 @@ def run_flow(call: Callable[[], T], render: Callable[[T], str]) -> int:
     except RolledBack as e:
         print(f"\nrolled back: {e}", file=sys.stderr)
         return 1
+    finally:
+        for handler in console:
+            handler.removeFilter(quiet)
     print(render(result))
     return 0

@@ -7,7 +7,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from evergreen.config import EvergreenConfig
-from evergreen.problem import RawData, check_prepared, load_problem
+from evergreen.problem import RawData, check_batch, check_prepared, load_problem
 from evergreen.training import Windows, batch_range
 
 
@@ -30,4 +30,6 @@ def cut_batch(
 ) -> tuple[dict[str, pd.DataFrame], pd.Timestamp, pd.Timestamp]:
     """The raw rows a run on ``windows`` reads (its windows and feature lookback), with their range."""
     lo, hi = batch_range(windows, cfg.problem)
-    return load_problem(cfg).raw_batch(raw, lo, hi), lo, hi
+    batch = load_problem(cfg).raw_batch(raw, lo, hi)
+    check_batch(batch, raw, cfg.problem, lo, hi)
+    return batch, lo, hi

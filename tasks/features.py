@@ -3,6 +3,8 @@ and retrieve point-in-time correct training frames."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
@@ -40,6 +42,12 @@ def apply_repo(cfg: EvergreenConfig) -> list[str]:
 @task(name="feast-materialize", cache_policy=NONE, retries=1, retry_delay_seconds=2)
 def materialize(cfg: EvergreenConfig, start: pd.Timestamp, end: pd.Timestamp) -> None:
     feature_store.materialize(cfg, start, end)
+
+
+@task(name="publish-snapshot", cache_policy=NONE)
+def publish(staged: EvergreenConfig) -> Path:
+    """Swap the staged Feast snapshot in for readers, in one step."""
+    return feature_store.publish_snapshot(staged)
 
 
 @task(name="retrieve-features", cache_policy=NONE)
