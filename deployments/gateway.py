@@ -84,6 +84,7 @@ class Gateway:
         self._stop = threading.Event()
         self._store: FeatureStore | None = None
         self._snapshot = ""  # the Feast snapshot folder the store reads
+        self._views: dict[str, tuple[str, list[str]]] = {}
         self._service: FeatureService | None = None
         self._ttl: dict[str, float] = {}
         self._keys: list[str] = []
@@ -180,10 +181,18 @@ class Gateway:
                     for proj in service.feature_view_projections
                     for f in proj.features
                 }
+                # view -> (one of its features, the request's join keys it is read by)
+                self._views = {}
+                for proj in service.feature_view_projections:
+                    view = store.get_feature_view(proj.name)
+                    keys = [proj.join_key_map.get(c.name, c.name) for c in view.entity_columns]
+                    self._views[proj.name] = (proj.features[0].name, keys)
                 self._store, self._service, self._snapshot = store, service, snapshot
             return self._store, self._service
 
-    def _features(self, rows: list[Any]) -> pd.DataFrame:
+    def _features(self, rows: list[Any]) -> tuple[pd.DataFrame, list[list[str]], list[list[str]]]:
+        """The model's input rows; per row the join keys the online store has never seen and the
+        views whose values had expired by TTL (the model then sees them missing)."""
         store, service = self.open_store()
         req = pd.DataFrame([r.model_dump(exclude={"prediction_time"}) for r in rows])
         entities = self.problem.entity_rows(req)[self._keys]
@@ -196,15 +205,24 @@ class Gateway:
         # The online store keeps the latest value per entity however old: apply the views' TTLs here,
         # or serving would see stale values where training saw missing ones (training/serving skew).
         # Plain lists: a handful of rows, where per-column pandas calls would cost milliseconds.
+        stamps = {name: data.pop(name + TIMESTAMP_SUFFIX) for name in self._ttl}
         for name, ttl in self._ttl.items():
-            stamps = data.pop(name + TIMESTAMP_SUFFIX)
             data[name] = [
-                v if s <= t and (ttl == 0 or s >= t - ttl) else None
-                for v, s, t in zip(data[name], stamps, at, strict=True)
+                v if s and s <= t and (ttl == 0 or s >= t - ttl) else None
+                for v, s, t in zip(data[name], stamps[name], at, strict=True)
             ]
+        unknown: list[list[str]] = [[] for _ in rows]
+        stale: list[list[str]] = [[] for _ in rows]
+        for view, (feature, view_keys) in self._views.items():
+            ttl = self._ttl[feature]
+            for i, (s, t) in enumerate(zip(stamps[feature], at, strict=True)):
+                if not s:  # Feast's timestamp for an entity without a row: 0
+                    unknown[i] += [k for k in view_keys if k not in unknown[i]]
+                elif s > t or (ttl and s < t - ttl):
+                    stale[i].append(view)
         feats = pd.DataFrame(data)
         feats = feats.drop(columns=[c for c in feats.columns if c in req.columns])
-        return pd.concat([req.reset_index(drop=True), feats.reset_index(drop=True)], axis=1)
+        return pd.concat([req.reset_index(drop=True), feats.reset_index(drop=True)], axis=1), unknown, stale
 
     def route(self, ids: list[str]) -> list[str]:
         with self.lock:
@@ -226,7 +244,7 @@ class Gateway:
             )
         ids = [str(getattr(r, self.entity_id)) for r in req.rows]
         roles = self.route(ids)
-        frame = self._features(req.rows)
+        frame, unknown, stale = self._features(req.rows)
         probs = [math.nan] * len(roles)
         served = list(roles)
         fallback = [False] * len(roles)
@@ -247,6 +265,12 @@ class Gateway:
                 continue
             for i, p in zip(idx, out, strict=True):
                 probs[i] = float(p)
+        for keys in unknown:
+            for k in keys:
+                self.metrics.unknown_entities.labels(k).inc()
+        for views in stale:
+            for v in views:
+                self.metrics.stale_views.labels(v).inc()
         elapsed = time.perf_counter() - t0
         versions: dict[str, str] = {}  # role -> the version that served its rows
         for role in set(served):
@@ -264,6 +288,7 @@ class Gateway:
                 version = versions[role]
                 self.served[key] = (version, p)
                 row = {self.entity_id: key, "probability": p, "version": version, "role": role}
+                row |= {"unknown_entities": unknown[i], "stale_views": stale[i]}
                 results.append(row | ({"fallback": True} if fallback[i] else {}))
             while len(self.served) > REMEMBERED_PREDICTIONS:
                 self.served.popitem(last=False)

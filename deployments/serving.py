@@ -136,3 +136,15 @@ class Metrics:
         )
         self.webhooks = Counter("evergreen_gateway_webhooks", "Rollout webhooks by result", ["result"], registry=r)
         self.reloads = Counter("evergreen_gateway_reloads", "Registry alias reads by result", ["result"], registry=r)
+        self.unknown_entities = Counter(
+            "evergreen_gateway_unknown_entities",
+            "Predictions made for an entity the online store has no row for, by join key",
+            ["key"],
+            registry=r,
+        )
+        self.stale_views = Counter(
+            "evergreen_gateway_stale_views",
+            "Predictions made with a view's values expired by its TTL (or not yet known), by view",
+            ["view"],
+            registry=r,
+        )

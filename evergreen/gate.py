@@ -112,7 +112,8 @@ def decide(
             GateCheck(
                 f"no-regression:{name}",
                 worse <= tol,
-                f"{name} {m_old[name]:.4f} -> {m_new[name]:.4f} (worse by {worse:+.4f}, tolerance {tol})",
+                f"{name} {m_old[name]:.4f} -> {m_new[name]:.4f} "
+                + (f"(worse by {worse:.4f}, tolerance {tol})" if worse > 0 else f"(better by {-worse:.4f})"),
             )
         )
     table = slice_aucs(holdout, y, p_new, p_old, cfg.slices, cfg.slice_min_support)

@@ -22,7 +22,7 @@ from evergreen.features import latest_outcome
 from evergreen.training import plan_windows
 from flows.rollout import rollout
 from flows.shell import run_flow
-from tasks.common import flow_run_id, stage, table_artifact
+from tasks.common import flow_run_id, one_at_a_time, stage, table_artifact
 from tasks.data import cut_batch, load_raw_data, prepare
 from tasks.gate import gate_challenger
 from tasks.registry import register_and_promote
@@ -77,20 +77,23 @@ def training(
         reports = [r.report_path for r in [*raw_check, *frame_check] if r.report_path]
         logged = log_run(cfg, data, model, tuning, study, lineage, reports)
 
-    with stage(timings, "gate"):
-        decision, decision_path = gate_challenger(cfg, data, logged.holdout_scores, logged.run_id)
+    # Gate and promotion are one step per model across runs and deployments: a run that waited here
+    # gates against the champion the run before it promoted, never against the one both started with.
+    with one_at_a_time(f"evergreen-promote-{cfg.registry.model_name}"):
+        with stage(timings, "gate"):
+            decision, decision_path = gate_challenger(cfg, data, logged.holdout_scores, logged.run_id)
 
-    # With rollout enabled, a passing challenger reaches traffic through the canary rollout instead.
-    hand_off = decision.passed and cfg.rollout.enabled and decision.champion_version is not None
-    with stage(timings, "register"):
-        outcome = register_and_promote(cfg, logged, decision, lineage, reason, run, promote=not hand_off)
+        # With rollout enabled, a passing challenger reaches traffic through the canary rollout instead.
+        hand_off = decision.passed and cfg.rollout.enabled and decision.champion_version is not None
+        with stage(timings, "register"):
+            outcome = register_and_promote(cfg, logged, decision, lineage, reason, run, promote=not hand_off)
 
-    rollout_summary = None
-    if hand_off:
-        with stage(timings, "rollout"):
-            rollout_summary = roll_out(config, outcome.version, reason)
-            outcome.champion = rollout_summary["champion"]
-        print(f"rollout {rollout_summary['status']}: {'; '.join(rollout_summary['reasons'])}")
+        rollout_summary = None
+        if hand_off:
+            with stage(timings, "rollout"):
+                rollout_summary = roll_out(config, outcome.version, reason)
+                outcome.champion = rollout_summary["champion"]
+            print(f"rollout {rollout_summary['status']}: {'; '.join(rollout_summary['reasons'])}")
 
     tracking.log_metrics(cfg.tracking_uri, logged.run_id, {f"stage_seconds.{k}": v for k, v in timings.items()})
     table_artifact([{"stage": k, "seconds": v} for k, v in timings.items()], "training-stage-timings", "Stage times")

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 
@@ -24,6 +26,16 @@ def stage(timings: dict[str, float], name: str) -> Iterator[None]:
     finally:
         timings[name] = round(time.perf_counter() - t0, 3)
         logger.info("stage %s: %.2f s", name, timings[name])
+
+
+@contextmanager
+def one_at_a_time(name: str) -> Iterator[None]:
+    """Hold the only slot of Prefect's global concurrency limit ``name`` (created with one slot if
+    missing): every process reporting to the same Prefect server waits its turn, whichever machine."""
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(name, limit=1)
+    with concurrency(name, occupy=1, strict=True):
+        yield
 
 
 def flow_run_id() -> str | None:

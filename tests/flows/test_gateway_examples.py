@@ -123,3 +123,27 @@ def test_feedback_takes_the_examples_id_and_label(gateway):
     assert r.status_code == 200 and r.json()["matched"] == 5, r.text
     r = httpx.post(f"{gateway['url']}/feedback", json={"outcomes": [{spec.entity_id: "x", "wrong": True}]}, timeout=30)
     assert r.status_code == 422 and spec.label in r.text
+
+
+def test_unknown_entities_and_stale_views_are_flagged_and_counted(gateway):
+    """An entity the online store never saw gets a confident-looking probability only with a flag;
+    a prediction asked long after the data (now) says which views had expired."""
+    from evergreen.feature_store import get_store, join_keys
+
+    cfg = gateway["cfg"]
+    spec = cfg.problem
+    keys = join_keys(get_store(cfg), cfg.features.feature_service)
+    key = next(k for k in keys if k in spec.request and spec.request[k].type == "string" and k != spec.entity_id)
+    known, strange = _rows(gateway, 2)
+    strange[key] = "UNSEEN-0"
+    r = httpx.post(f"{gateway['url']}/predict", json={"rows": [known, strange]}, timeout=60)
+    assert r.status_code == 200, r.text
+    first, second = r.json()["predictions"]
+    assert key in second["unknown_entities"] and key not in first["unknown_entities"]
+    metrics = httpx.get(f"{gateway['url']}/metrics", timeout=30).text
+    assert f'evergreen_gateway_unknown_entities_total{{key="{key}"}}' in metrics
+
+    now = {k: v for k, v in known.items() if k != "prediction_time"}  # asked today: years after the data
+    r = httpx.post(f"{gateway['url']}/predict", json={"rows": [now]}, timeout=60)
+    assert r.status_code == 200 and r.json()["predictions"][0]["stale_views"], r.text
+    assert "evergreen_gateway_stale_views_total{" in httpx.get(f"{gateway['url']}/metrics", timeout=30).text
