@@ -59,6 +59,11 @@ ROLES = (registry.CHAMPION, CANARY)
 REMEMBERED_PREDICTIONS = 200_000
 
 
+def _in_time(stamp: float, at: float, ttl: float) -> bool:
+    """A value stamped ``stamp`` (0: no row) is usable at ``at``: known by then and not past its TTL (0: none)."""
+    return bool(stamp) and stamp <= at and (ttl == 0 or stamp >= at - ttl)
+
+
 def _ttl_seconds(view: FeatureView) -> float:
     """The view's TTL in seconds, 0 = never expires (Feast treats an unset TTL the same way)."""
     return view.ttl.total_seconds() if view.ttl is not None else 0.0
@@ -208,8 +213,7 @@ class Gateway:
         stamps = {name: data.pop(name + TIMESTAMP_SUFFIX) for name in self._ttl}
         for name, ttl in self._ttl.items():
             data[name] = [
-                v if s and s <= t and (ttl == 0 or s >= t - ttl) else None
-                for v, s, t in zip(data[name], stamps[name], at, strict=True)
+                v if _in_time(s, t, ttl) else None for v, s, t in zip(data[name], stamps[name], at, strict=True)
             ]
         unknown: list[list[str]] = [[] for _ in rows]
         stale: list[list[str]] = [[] for _ in rows]
@@ -218,7 +222,7 @@ class Gateway:
             for i, (s, t) in enumerate(zip(stamps[feature], at, strict=True)):
                 if not s:  # Feast's timestamp for an entity without a row: 0
                     unknown[i] += [k for k in view_keys if k not in unknown[i]]
-                elif s > t or (ttl and s < t - ttl):
+                elif not _in_time(s, t, ttl):
                     stale[i].append(view)
         feats = pd.DataFrame(data)
         feats = feats.drop(columns=[c for c in feats.columns if c in req.columns])

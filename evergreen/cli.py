@@ -11,7 +11,6 @@ uv run evergreen promote --version 3 --reason "manual override"
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -102,9 +101,8 @@ def learn(args: argparse.Namespace) -> int:
     except (ConfigError, DataError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for path in contracts.write_suites(suites, cfg.suites_dir):
-        n = len(json.loads(path.read_text())["expectations"])
-        print(f"wrote {path}: {n} expectations")
+    for (name, suite), path in zip(suites.items(), contracts.write_suites(suites, cfg.suites_dir), strict=True):
+        print(f"wrote {path}: {len(suite['expectations'])} expectations for {name}")
     return 0
 
 

@@ -304,8 +304,12 @@ class EvergreenConfig(_Strict):
     # Feast state per project: two problems sharing one home keep their own tables and stores.
     # home/feast/<project> is a link to the published snapshot (evergreen.feature_store.publish_snapshot).
     @property
+    def published_feast_dir(self) -> Path:
+        return self.home / "feast" / self.features.project
+
+    @property
     def feast_dir(self) -> Path:
-        return self.feast_state or self.home / "feast" / self.features.project
+        return self.feast_state or self.published_feast_dir
 
     @property
     def features_dir(self) -> Path:

@@ -23,9 +23,9 @@ import pandas as pd
 
 from evergreen.config import EvergreenConfig
 from evergreen.features import EVENT_TIMESTAMP, model_columns
-from evergreen.problem import as_utc, check_prepared, load_problem
+from evergreen.problem import as_utc, load_problem, prepare_checked
+from evergreen.validation import LEARNED
 
-LEARNED = "learned"
 NULL_TOLERANCE = 0.10  # below the lowest weekly non-null share of the reference
 CATEGORY_TOLERANCE = 0.01  # share of a batch's values that may lie outside the learned set
 MAX_CATEGORIES = 1000  # more distinct values than this is an identifier, not a category
@@ -98,8 +98,7 @@ def learn_suites(
     spec = cfg.problem
     problem = load_problem(cfg)
     raw = problem.load_tables(cfg.data.source)
-    prepared = problem.prepare(raw.tables)
-    check_prepared(prepared, spec, spec.module, cfg.gate.slices)
+    prepared = prepare_checked(cfg, raw)
     t = prepared[spec.prediction_time]
     start = t.min() if start is None else start
     end = t.max() + pd.Timedelta(seconds=1) if end is None else end

@@ -103,7 +103,7 @@ def materialize(cfg: EvergreenConfig, start: pd.Timestamp, end: pd.Timestamp) ->
 
 def stage_snapshot(cfg: EvergreenConfig) -> EvergreenConfig:
     """The config of a new, empty snapshot beside the published one (tables, registry, online store)."""
-    live = cfg.home / "feast" / cfg.features.project
+    live = cfg.published_feast_dir
     stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S%f")
     staged = live.with_name(f"{live.name}@{stamp}")
     staged.mkdir(parents=True)
@@ -117,17 +117,18 @@ def publish_snapshot(staged: EvergreenConfig) -> Path:
     snapshot stays (a run that opened it can finish reading); older ones are removed.
     """
     assert staged.feast_state is not None
-    live = staged.home / "feast" / staged.features.project
-    if live.exists() and not live.is_symlink():  # state written before snapshots: becomes one
-        live.rename(live.with_name(f"{live.name}@0-unversioned"))
+    live = staged.published_feast_dir
+    previous = live.resolve().name if live.is_symlink() else None
+    if live.exists() and previous is None:  # state written before snapshots: becomes one
+        previous = f"{live.name}@0-unversioned"
+        live.rename(live.with_name(previous))
     link = live.with_name(f".{live.name}.link")
     link.unlink(missing_ok=True)
     link.symlink_to(staged.feast_state.name)  # relative: the home can move
     os.replace(link, live)
-    keep = {staged.feast_state.name}
-    snapshots = sorted(live.parent.glob(f"{live.name}@*"), key=lambda p: p.name)
-    for old in snapshots[:-2]:
-        if old.name not in keep:
+    # Snapshot names sort by time: those older than the one just replaced have no reader left.
+    for old in live.parent.glob(f"{live.name}@*"):
+        if previous is not None and old.name < previous:
             shutil.rmtree(old, ignore_errors=True)
     return staged.feast_state
 

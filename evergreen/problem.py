@@ -294,3 +294,10 @@ def problem_class(module: Path) -> type[Problem]:
 
 def load_problem(cfg: EvergreenConfig) -> Problem:
     return problem_class(cfg.problem.module)(cfg.problem, cfg.source_file)
+
+
+def prepare_checked(cfg: EvergreenConfig, raw: RawData) -> pd.DataFrame:
+    """The problem's labelled entity frame, checked against the spec where it is made."""
+    prepared = load_problem(cfg).prepare(raw.tables)
+    check_prepared(prepared, cfg.problem, cfg.problem.module, cfg.gate.slices)
+    return prepared

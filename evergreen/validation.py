@@ -70,6 +70,9 @@ class ValidationFailed(RuntimeError):
         super().__init__("\n".join(lines))
 
 
+LEARNED = "learned"  # <suites>/learned/<suite>.json: expectations learned from data (evergreen.contracts)
+
+
 def load_suite_spec(name: str, suites_dir: Path) -> dict[str, Any]:
     path = suites_dir / f"{name}.json"
     if not path.is_file():
@@ -78,7 +81,7 @@ def load_suite_spec(name: str, suites_dir: Path) -> dict[str, Any]:
             f'suite in problem.suites (an empty one is {{"name": "{name}", "expectations": []}})'
         )
     spec: dict[str, Any] = json.loads(path.read_text())
-    learned = suites_dir / "learned" / f"{name}.json"  # evergreen.contracts writes these
+    learned = suites_dir / LEARNED / f"{name}.json"
     if learned.is_file():
         spec["expectations"] = [*spec["expectations"], *json.loads(learned.read_text())["expectations"]]
     return spec

@@ -7,7 +7,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from evergreen.config import EvergreenConfig
-from evergreen.problem import RawData, check_batch, check_prepared, load_problem
+from evergreen.problem import RawData, check_batch, load_problem, prepare_checked
 from evergreen.training import Windows, batch_range
 
 
@@ -19,9 +19,7 @@ def load_raw_data(cfg: EvergreenConfig) -> RawData:
 @task(name="prepare-entities", cache_policy=NONE)
 def prepare(cfg: EvergreenConfig, raw: RawData) -> pd.DataFrame:
     """One labelled row per prediction request, checked against the problem spec."""
-    prepared = load_problem(cfg).prepare(raw.tables)
-    check_prepared(prepared, cfg.problem, cfg.problem.module, cfg.gate.slices)
-    return prepared
+    return prepare_checked(cfg, raw)
 
 
 @task(name="cut-raw-batch", cache_policy=NONE)

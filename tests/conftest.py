@@ -5,7 +5,12 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from evergreen import QUIET_DEFAULTS
@@ -71,3 +76,39 @@ def write_config(path: Path, home: Path, example: str = "flights", **sections: d
     body = {"extends": str(example_config(example)), "home": str(home), **sections}
     path.write_text(yaml.safe_dump(body))
     return path
+
+
+@contextmanager
+def running_gateway(config: Path, port: int, log_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real gateway process on 127.0.0.1:``port``, yielded as its URL once /health answers; stopped
+    on exit (its output in ``log_path``)."""
+    import httpx
+
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deployments.gateway", "--config", str(config), "--port", str(port)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert proc.poll() is None, log_path.read_text()
+                time.sleep(0.5)
+            else:
+                raise AssertionError("gateway did not become healthy:\n" + log_path.read_text())
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -3,17 +3,13 @@ champion with the example's own request schema, features from its Feast online s
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, write_config
+from tests.conftest import running_gateway, write_config
 
 pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
 
@@ -43,34 +39,8 @@ def gateway(example_env):
     assert out["champion"] == "1", out["gate_reasons"]
     cfg = env["cfg"]
     prepared = prepare.fn(cfg, load_raw_data.fn(cfg))
-    log = (env["tmp"] / "gateway-examples.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deployments.gateway", "--config", str(path), "--port", str(port)],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, (env["tmp"] / "gateway-examples.log").read_text()
-            time.sleep(0.5)
-        else:
-            pytest.fail("gateway did not become healthy:\n" + (env["tmp"] / "gateway-examples.log").read_text())
+    with running_gateway(path, port, env["tmp"] / "gateway-examples.log") as url:
         yield {"url": url, "cfg": cfg, "prepared": prepared}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _rows(gateway, n: int) -> list[dict]:

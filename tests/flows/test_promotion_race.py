@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,7 +50,7 @@ def test_two_racing_runs_gate_one_after_the_other(env, tmp_path):
     outputs = [r.communicate(timeout=900)[0] for r in racers]
     assert [r.returncode for r in racers] == [0, 0], outputs
     results = [json.loads(out[out.index("{") :]) for out in outputs]
-    decisions = [json.loads(open(r["decision_record"]).read()) for r in results]
+    decisions = [json.loads(Path(r["decision_record"]).read_text()) for r in results]
     assert all(d["passed"] for d in decisions)
     # One gated against v1 and promoted; the other waited and gated against that new champion.
     by_champion = {d["champion_version"]: r["version"] for d, r in zip(decisions, results, strict=True)}

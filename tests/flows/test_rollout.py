@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -22,7 +20,7 @@ import pytest
 from evergreen import registry
 from evergreen.config import load_config
 from evergreen.rollout import RolledBack, build_payload, encode, post_signed, sign
-from tests.conftest import ROOT, write_config
+from tests.conftest import ROOT, running_gateway, write_config
 from tests.flows.conftest import SMALL
 
 pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
@@ -131,49 +129,23 @@ def world(env, prepared_flights, tmp_path_factory):
     assert first["champion"] == first["version"] == "1"
 
     os.environ["EVERGREEN_TEST_ROLLOUT_SECRET"] = SECRET
-    log = (tmp / "gateway.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deployments.gateway", "--config", str(base), "--port", str(port)],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "EVERGREEN_TEST_ROLLOUT_SECRET": SECRET},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, (tmp / "gateway.log").read_text()
-        time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("gateway did not become healthy:\n" + (tmp / "gateway.log").read_text())
     window = prepared_flights[
         (prepared_flights["prediction_time"] >= MATERIALISED_UNTIL)
         & (prepared_flights["prediction_time"] < MATERIALISED_UNTIL + pd.Timedelta(hours=24))
         & (prepared_flights["tailnum"] != "UNKNOWN")
     ]
     try:
-        yield {
-            "cfg": cfg,
-            "base": str(base),
-            "auto": str(auto),
-            "url": url,
-            "flights": window,
-            "tmp": tmp,
-            "client": registry.client(cfg.tracking_uri),
-        }
+        with running_gateway(base, port, tmp / "gateway.log", {"EVERGREEN_TEST_ROLLOUT_SECRET": SECRET}) as url:
+            yield {
+                "cfg": cfg,
+                "base": str(base),
+                "auto": str(auto),
+                "url": url,
+                "flights": window,
+                "tmp": tmp,
+                "client": registry.client(cfg.tracking_uri),
+            }
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         os.environ.pop("EVERGREEN_TEST_ROLLOUT_SECRET", None)
 
 
