@@ -140,6 +140,9 @@ class TuningConfig(_Strict):
     report_interval: int = Field(10, ge=1)
     threads: int | None = Field(None, ge=1, description="LightGBM threads; default all cores")
     seed: int = 42
+    # A running trial records a heartbeat this often; one silent for two intervals belongs to a
+    # process that died, and the next tuner on the study marks it failed (never counted as done).
+    heartbeat_seconds: int = Field(30, ge=1)
 
 
 class GateConfig(_Strict):

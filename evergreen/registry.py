@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import httpx
 import numpy as np
 import pandas as pd
 
@@ -29,6 +32,47 @@ LOG_PREFIX = "evergreen.alias_log."
 
 class RegistryError(RuntimeError):
     """A registry operation that cannot proceed; nothing was changed."""
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server does not answer: the run stops where it is, nothing is registered."""
+
+
+def _answers(tracking_uri: str) -> str | None:
+    """None when the tracking server answers its health check, else why not. A local store always does."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    try:
+        httpx.get(f"{tracking_uri.rstrip('/')}/health", timeout=10.0).raise_for_status()
+    except httpx.HTTPError as e:
+        return f"{type(e).__name__}: {e}".strip()
+    return None
+
+
+def _unavailable(tracking_uri: str, why: str) -> TrackingUnavailable:
+    return TrackingUnavailable(
+        f"the MLflow tracking server at {tracking_uri} does not answer ({why}); nothing was registered. "
+        "Start it (`uv run python -m deployments.stack up`) or point EVERGREEN_TRACKING_URI "
+        "(registry.tracking_uri) at a running server, then run again."
+    )
+
+
+def check_tracking(tracking_uri: str) -> None:
+    """Fail before any work is done when the tracking server is down, not after training."""
+    if (why := _answers(tracking_uri)) is not None:
+        raise _unavailable(tracking_uri, why)
+
+
+@contextmanager
+def tracking_errors(tracking_uri: str) -> Iterator[None]:
+    """A failure while the tracking server is down is reported as that, in one line: whatever MLflow
+    raised after its retries (a connection error deep in a client call) says less."""
+    try:
+        yield
+    except Exception as e:
+        if (why := _answers(tracking_uri)) is not None:
+            raise _unavailable(tracking_uri, why) from e
+        raise
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,12 +119,31 @@ class TuningResult:
     best_params: dict[str, Any]
     best_iteration: int
     best_value: float
-    n_trials: int
+    n_trials: int  # finished trials (complete or pruned): what counts toward the budget
     n_pruned: int
     study_name: str
+    budget: int = 0
+    n_failed: int = 0  # trials of a tuner that died (or raised), never counted as done
+    trials_run: int = 0  # finished by this call; the rest were in the study already
+    stopped_at_time_budget: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     search_seconds: float = 0.0  # wall time of the trials run by this call (0 when none were left to run)
     search_cpu_seconds: float = 0.0  # CPU time of the process (every thread) over those trials
+
+    def summary(self, timeout_seconds: float) -> str:
+        """One line on what the search did, saying so when it ran out of time before its budget."""
+        line = f"{self.n_trials}/{self.budget} trials ({self.n_pruned} pruned), best valid AUC {self.best_value:.4f}"
+        if self.n_failed:
+            line += f"; {self.n_failed} failed trial(s) not counted (a tuner that died or raised)"
+        if self.stopped_at_time_budget:
+            line += (
+                f"; stopped at the {timeout_seconds:g} s time budget after {self.trials_run} trial(s) in this run: "
+                "the search is short of its budget, so raise tuning.timeout_seconds or lower tuning.n_trials"
+            )
+        return line
+
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 def _suggest(trial: optuna.Trial) -> dict[str, Any]:
@@ -140,6 +160,24 @@ def _suggest(trial: optuna.Trial) -> dict[str, Any]:
     }
 
 
+def study_storage(url: str, heartbeat_seconds: int) -> optuna.storages.RDBStorage:
+    """The study's database, with heartbeats: a trial whose process was killed stops beating, and
+    after two silent intervals Optuna marks it failed instead of leaving it running forever."""
+    with warnings.catch_warnings():  # heartbeats are marked experimental since Optuna 2.9; their use is documented
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_seconds, grace_period=2 * heartbeat_seconds)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
 def tune(
     data: TrainingSet,
     cfg: TuningConfig,
@@ -149,7 +187,10 @@ def tune(
     progress: Callable[[str], None] | None = None,
 ) -> tuple[TuningResult, optuna.Study]:
     """TPE search with median pruning on a time split of the training window; the study persists
-    in ``storage`` so an interrupted run resumes where it stopped (same name, same data)."""
+    in ``storage`` so an interrupted run resumes where it stopped (same name, same data).
+
+    The budget counts finished trials only (complete or pruned): a trial left behind by a killed
+    process is failed once its heartbeat is stale and is run again, not counted."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     train, columns, label = data.train, data.columns, data.label
     fit = train[train[EVENT_TIMESTAMP] < data.windows.validation_start]
@@ -188,14 +229,15 @@ def tune(
 
     study = optuna.create_study(
         study_name=study_name,
-        storage=storage,
+        storage=study_storage(storage, cfg.heartbeat_seconds),
         direction="maximize",
         load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=cfg.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=30),
     )
+    fail_stale_trials(study)  # before counting: a dead run's trial is not done
     budget = n_trials if n_trials is not None else cfg.n_trials
-    done = len([t for t in study.trials if t.state.is_finished()])
+    done = _finished(study)
     remaining = max(budget - done, 0)
     search_seconds = search_cpu_seconds = 0.0
     if remaining:
@@ -218,14 +260,21 @@ def tune(
     if not complete:
         raise RuntimeError(f"Optuna study '{study_name}' has no completed trial; raise tuning.timeout_seconds")
     best = study.best_trial
-    history = [{"number": t.number, "state": t.state.name, "value": t.value, **t.params} for t in study.trials]
+    trials = study.get_trials(deepcopy=False)
+    finished = _finished(study)
+    history = [{"number": t.number, "state": t.state.name, "value": t.value, **t.params} for t in trials]
     result = TuningResult(
         best_params={**best.params, "bagging_freq": 1},
         best_iteration=int(best.user_attrs.get("best_iteration", 100)),
         best_value=float(best.value or 0.0),
-        n_trials=len(study.trials),
-        n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+        n_trials=finished,
+        n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
         study_name=study_name,
+        budget=budget,
+        n_failed=sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
+        trials_run=finished - done,
+        # Optuna checks its timeout between trials: short of the budget after the timeout means it stopped there.
+        stopped_at_time_budget=finished < budget and search_seconds >= cfg.timeout_seconds,
         history=history,
         search_seconds=search_seconds,
         search_cpu_seconds=search_cpu_seconds,

@@ -29,6 +29,7 @@ def report(cfg_path: str, runs: list[dict[str, Any]]) -> str:
             f"(holdout ROC AUC {r['holdout']['roc_auc']:.4f}, {r['train_rows']} training rows)"
         )
         lines += [f"    {reason}" for reason in r["gate_reasons"]]
+        lines.append(f"    tuning: {r['tuning']}")
     lines += [
         "",
         f"champion: {last['model_name']} v{last['champion']}  (load it as models:/{last['model_name']}@champion)",

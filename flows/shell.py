@@ -1,7 +1,8 @@
 """Running a flow from a shell: its result on stdout, or a one-paragraph error and an exit code.
 
 Exit codes: 0 done, 1 rolled back, 2 the input was at fault (config, data, a broken contract, an
-unknown version); anything else is a bug and keeps its traceback.
+unknown version), 3 a server the run needs did not answer; anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from prefect.exceptions import ParameterTypeError
 
 from evergreen.config import ConfigError
 from evergreen.problem import DataError
-from evergreen.registry import RegistryError
+from evergreen.registry import RegistryError, TrackingUnavailable
 from evergreen.rollout import RolledBack
 from evergreen.validation import ValidationFailed
 
@@ -29,15 +30,19 @@ USER_ERRORS = (
     FileNotFoundError,
 )
 
+# Not a bug either: the server is named in the message and is the user's to start.
+UNAVAILABLE = (TrackingUnavailable,)
+
 T = TypeVar("T")
 
 
 class InputErrorsWithoutTraceback(logging.Filter):
     """On the console, the engine's log lines about a bad input keep their message and lose the
-    traceback: the input is the user's to fix, not a bug. The flow run's own logs keep it."""
+    traceback: the input (or a stopped server) is the user's to fix, not a bug. The flow run's own
+    logs keep it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
+        if record.exc_info and isinstance(record.exc_info[1], (*USER_ERRORS, *UNAVAILABLE)):
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -53,6 +58,9 @@ def run_flow(call: Callable[[], T], render: Callable[[T], str]) -> int:
     except USER_ERRORS as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 2
+    except UNAVAILABLE as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return 3
     except RolledBack as e:
         print(f"\nrolled back: {e}", file=sys.stderr)
         return 1

@@ -46,6 +46,7 @@ def training(
     logger = get_run_logger()
     config = config or DEFAULT_CONFIG
     cfg = load_config(config)
+    registry.check_tracking(cfg.tracking_uri)  # before the work, not after it
     run = flow_run_id()
     report_dir = cfg.reports_dir / "validation" / (run or "local")
     timings: dict[str, float] = {}
@@ -112,6 +113,8 @@ def training(
         "train_rows": len(data.train),
         "holdout_rows": len(data.holdout),
         "tuning_trials": tuning.n_trials,
+        "tuning": tuning.summary(cfg.tuning.timeout_seconds),
+        "tuning_stopped_at_time_budget": tuning.stopped_at_time_budget,
         "tuning_search_seconds": tuning.search_seconds,
         "tuning_search_cpu_seconds": tuning.search_cpu_seconds,
         "rollout": rollout_summary,

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
+
+from evergreen import registry
+from evergreen.config import EvergreenConfig
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @contextmanager
@@ -36,6 +43,20 @@ def one_at_a_time(name: str) -> Iterator[None]:
         client.upsert_global_concurrency_limit_by_name(name, limit=1)
     with concurrency(name, occupy=1, strict=True):
         yield
+
+
+def talks_to_tracking(
+    fn: Callable[Concatenate[EvergreenConfig, P], R],
+) -> Callable[Concatenate[EvergreenConfig, P], R]:
+    """For a task whose first argument is the config: its failure while the tracking server is down
+    is reported as that (``registry.TrackingUnavailable``, one line), not as MLflow's last retry."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg: EvergreenConfig, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with registry.tracking_errors(cfg.tracking_uri):
+            return fn(cfg, *args, **kwargs)
+
+    return wrapper
 
 
 def flow_run_id() -> str | None:

@@ -12,7 +12,7 @@ from evergreen import registry, tracking
 from evergreen.config import EvergreenConfig
 from evergreen.gate import GateDecision, decide
 from evergreen.training import TrainingSet
-from tasks.common import markdown_artifact, table_artifact
+from tasks.common import markdown_artifact, table_artifact, talks_to_tracking
 
 
 def _markdown(d: GateDecision, version_hint: str) -> str:
@@ -36,6 +36,7 @@ def _markdown(d: GateDecision, version_hint: str) -> str:
 
 # One retry: loading the champion reads the registry and its artifacts, which a busy server may refuse once.
 @task(name="gate-challenger", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+@talks_to_tracking
 def gate_challenger(
     cfg: EvergreenConfig, data: TrainingSet, challenger_scores: np.ndarray, run_id: str
 ) -> tuple[GateDecision, Path]:

@@ -11,6 +11,7 @@ from evergreen import registry
 from evergreen.config import EvergreenConfig
 from evergreen.gate import GateDecision
 from evergreen.tracking import LoggedModel
+from tasks.common import talks_to_tracking
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Registered:
 
 
 @task(name="register-and-promote", cache_policy=NONE, retries=0)
+@talks_to_tracking
 def register_and_promote(
     cfg: EvergreenConfig,
     logged: LoggedModel,

@@ -26,7 +26,7 @@ from evergreen.training import (
     train_final,
     tune,
 )
-from tasks.common import table_artifact
+from tasks.common import table_artifact, talks_to_tracking
 
 
 @task(name="retrieve-training-set", cache_policy=NONE)
@@ -48,6 +48,10 @@ def tune_model(cfg: EvergreenConfig, data: TrainingSet, n_trials: int | None) ->
         n_trials,
         progress=get_run_logger().info,
     )
+    # A search cut short by its time budget, or a dead tuner's trial, is said where people look.
+    short = result.stopped_at_time_budget or result.n_failed
+    log = get_run_logger().warning if short else get_run_logger().info
+    log("tuning: %s", result.summary(cfg.tuning.timeout_seconds))
     table_artifact(
         [{"trial": h["number"], "state": h["state"], "valid_auc": h["value"]} for h in result.history],
         "tuning-trials",
@@ -62,6 +66,7 @@ def train_model(cfg: EvergreenConfig, data: TrainingSet, tuning: TuningResult) -
 
 
 @task(name="log-training-run", cache_policy=NONE)
+@talks_to_tracking
 def log_run(
     cfg: EvergreenConfig,
     data: TrainingSet,
@@ -91,6 +96,8 @@ def log_run(
             {
                 "tuning.best_valid_auc": tuning.best_value,
                 "tuning.pruned": tuning.n_pruned,
+                "tuning.failed": tuning.n_failed,
+                "tuning.stopped_at_time_budget": float(tuning.stopped_at_time_budget),
                 "train.label_rate": float(train[data.label].mean()),
             }
         )

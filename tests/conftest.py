@@ -5,6 +5,8 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -78,12 +80,72 @@ def write_config(path: Path, home: Path, example: str = "flights", **sections: d
     return path
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log_path: Path, what: str, timeout: float = 120) -> None:
+    """Until ``url`` answers 200; fails with the process's log if it exits or never does."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, log_path.read_text()
+        time.sleep(0.5)
+    raise AssertionError(f"{what} did not become healthy:\n" + log_path.read_text())
+
+
+@contextmanager
+def running_mlflow_server(store: Path, port: int) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real MLflow tracking server on 127.0.0.1:``port`` with its stores in ``store``, in its own
+    process group (its workers stop with it); yields (URL, process) once /health answers."""
+    store.mkdir(parents=True, exist_ok=True)
+    log_path = store / "server.log"
+    command = [
+        *(sys.executable, "-m", "mlflow", "server"),
+        *("--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "art")),
+        *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+    ]
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=store,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(f"{url}/health", proc, log_path, "mlflow server")
+            yield url, proc
+        finally:
+            stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM a process started with its own session, and its children; SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=20)
+
+
 @contextmanager
 def running_gateway(config: Path, port: int, log_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """A real gateway process on 127.0.0.1:``port``, yielded as its URL once /health answers; stopped
     on exit (its output in ``log_path``)."""
-    import httpx
-
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "deployments.gateway", "--config", str(config), "--port", str(port)],
@@ -94,17 +156,7 @@ def running_gateway(config: Path, port: int, log_path: Path, env: dict[str, str]
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert proc.poll() is None, log_path.read_text()
-                time.sleep(0.5)
-            else:
-                raise AssertionError("gateway did not become healthy:\n" + log_path.read_text())
+            wait_healthy(f"{url}/health", proc, log_path, "gateway")
             yield url
         finally:
             proc.terminate()

@@ -3,23 +3,16 @@ champion with the example's own request schema, features from its Feast online s
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import pandas as pd
 import pytest
 
-from tests.conftest import running_gateway, write_config
+from tests.conftest import free_port, running_gateway, write_config
 
 pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
 
 MODEL = "gateway-example-model"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +21,7 @@ def gateway(example_env):
     from tasks.data import load_raw_data, prepare
 
     env, small = example_env, example_env["example"].sections
-    port = _free_port()
+    port = free_port()
     sections = {
         **small,
         "registry": {**small["registry"], "model_name": MODEL, "experiment": "gateway-tests"},

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import threading
 import time
 import uuid
@@ -20,7 +19,7 @@ import pytest
 from evergreen import registry
 from evergreen.config import load_config
 from evergreen.rollout import RolledBack, build_payload, encode, post_signed, sign
-from tests.conftest import ROOT, running_gateway, write_config
+from tests.conftest import ROOT, free_port, running_gateway, write_config
 from tests.flows.conftest import SMALL
 
 pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
@@ -35,11 +34,6 @@ PERMISSIVE_GATE = {
     "max_slice_regression": 1.0,
 }
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _request(row) -> dict:
@@ -98,7 +92,7 @@ def world(env, prepared_flights, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rollout")
     home = tmp / "home"
     home.mkdir()
-    port = _free_port()
+    port = free_port()
     rollout = {
         "enabled": False,
         "webhook_url": f"http://127.0.0.1:{port}/rollout",
@@ -314,7 +308,7 @@ def test_bad_signatures_stale_timestamps_and_replays_are_refused_and_change_noth
 def test_an_unreachable_gateway_is_retried_then_the_rollout_rolls_back(world, tmp_path):
     from flows.rollout import rollout
 
-    dead = _free_port()  # nothing listens here
+    dead = free_port()  # nothing listens here
     cfg = load_config(world["base"]).model_dump(mode="json", exclude={"source_file", "digest"})
     cfg["rollout"] = {**cfg["rollout"], "webhook_url": f"http://127.0.0.1:{dead}/rollout", "retries": 2}
     path = tmp_path / "dead.yaml"

@@ -1,0 +1,90 @@
+"""A stopped MLflow tracking server (really stopped, not simulated): the training run ends with one
+line naming the server and what to do, exit code 3, no traceback, and nothing registered."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from tests.conftest import ROOT, free_port, running_mlflow_server, stop_group, write_config
+from tests.flows.conftest import SMALL
+
+pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
+
+MODEL = "tracking-down-model"
+
+
+def training_command(config, as_of: str) -> list[str]:
+    return [sys.executable, "-m", "flows.training", "--config", str(config), "--as-of", as_of]
+
+
+def process_env(tmp_path) -> dict[str, str]:
+    from prefect.settings import PREFECT_API_URL
+
+    return {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PREFECT_HOME": str(tmp_path)}
+
+
+def assert_one_line_error(run: subprocess.CompletedProcess, url: str) -> None:
+    assert run.returncode == 3, run.stderr[-3000:]
+    assert f"error: the MLflow tracking server at {url} does not answer" in run.stderr
+    assert "nothing was registered" in run.stderr and "deployments.stack up" in run.stderr
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+
+
+def test_a_run_against_a_stopped_server_fails_before_any_work(env, tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+    registry = {**SMALL["registry"], "model_name": MODEL, "tracking_uri": url}
+    path = write_config(tmp_path / "c.yaml", env["cfg"].home, "flights", **{**SMALL, "registry": registry})
+    run = subprocess.run(
+        training_command(path, env["example"].first_as_of),
+        cwd=ROOT,
+        env=process_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert_one_line_error(run, url)
+    assert "stage load" not in run.stderr  # stopped before loading data
+
+
+def test_a_server_stopped_during_tuning_fails_the_run_in_one_line_and_registers_nothing(env, tmp_path):
+    from mlflow import MlflowClient
+
+    store = tmp_path / "mlflow"
+    with running_mlflow_server(store, free_port()) as (url, server):
+        registry = {**SMALL["registry"], "model_name": MODEL, "experiment": "tracking-down", "tracking_uri": url}
+        # Enough trials that the server is stopped while the run is tuning, before it logs anything.
+        tuning = {**SMALL["tuning"], "n_trials": 6, "max_boost_rounds": 400, "early_stopping_rounds": 400}
+        path = write_config(
+            tmp_path / "c.yaml", env["cfg"].home, "flights", **{**SMALL, "registry": registry, "tuning": tuning}
+        )
+        storage = f"sqlite:///{env['cfg'].home / 'optuna.db'}"
+        run = subprocess.Popen(
+            training_command(path, env["example"].first_as_of),
+            cwd=ROOT,
+            env=process_env(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and run.poll() is None:
+            studies = [s for s in optuna.get_all_study_summaries(storage) if s.study_name.startswith(MODEL)]
+            if studies and studies[0].n_trials >= 1:
+                break
+            time.sleep(0.5)
+        assert run.poll() is None, run.communicate()[1][-3000:]
+        stop_group(server)
+        stopped = time.monotonic()
+        stdout, stderr = run.communicate(timeout=600)
+        print(f"the run ended {time.monotonic() - stopped:.1f} s after the server stopped")
+    assert_one_line_error(subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr), url)
+    assert not stdout.strip() or "{" not in stdout  # no result printed
+    # The server's own store, read directly: no registered model, no version.
+    client = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
+    assert client.search_registered_models() == []
