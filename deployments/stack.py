@@ -404,6 +404,19 @@ def prefect_client_env(cfg: StackConfig) -> dict[str, str]:
     return env
 
 
+def _prefect_server_env(cfg: StackConfig) -> dict[str, str]:
+    env = _base_env(cfg)
+    # The UI is a page that asks the server (GET /ui-settings) where the API is. Prefect answers with
+    # PREFECT_UI_API_URL, which defaults to port 4200 whatever `--port` says: without it the UI of a
+    # server on another port shows "Can't connect to Server API". Set to the stack's own URLs unless
+    # set already (e.g. the address a browser on another machine reaches through a proxy).
+    if not (env.get("PREFECT_UI_API_URL") or env.get("PREFECT_SERVER_UI_API_URL")):
+        env["PREFECT_UI_API_URL"] = cfg.prefect_api_url
+    # The UI's own address, used in links Prefect prints and sends.
+    env.setdefault("PREFECT_UI_URL", cfg.prefect_ui_url)
+    return env
+
+
 def _prefect_server_cmd(cfg: StackConfig) -> list[str]:
     return [_executable("prefect"), "server", "start", "--host", cfg.host, "--port", str(cfg.prefect_port)]
 
@@ -691,7 +704,7 @@ def cmd_up(cfg: StackConfig, timeout: float, recorded: StackConfig | None = None
         if PREFECT_SERVER not in running:
             print(f"{PREFECT_SERVER}: starting on {cfg.prefect_ui_url}")
             procs[PREFECT_SERVER] = _spawn(
-                COMPONENTS[PREFECT_SERVER], cfg, _prefect_server_cmd(cfg), _base_env(cfg), cfg.state_dir
+                COMPONENTS[PREFECT_SERVER], cfg, _prefect_server_cmd(cfg), _prefect_server_env(cfg), cfg.state_dir
             )
             started.append(COMPONENTS[PREFECT_SERVER])
         if MLFLOW_SERVER not in running:

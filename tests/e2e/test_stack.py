@@ -58,6 +58,17 @@ def test_prefect_server_healthy(stack: Stack) -> None:
     assert r.status_code == 200, r.text
 
 
+def test_prefect_ui_is_told_the_stacks_api_url(stack: Stack) -> None:
+    # The UI page asks the server where the API is (GET /ui-settings) and calls that URL from the
+    # browser; Prefect's default names port 4200 whatever port the server listens on.
+    assert stack.prefect_port != 4200
+    r = httpx.get(f"{stack.prefect_ui_url}/ui-settings", timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["api_url"] == stack.prefect_api_url
+    page = httpx.get(f"{stack.prefect_ui_url}/", timeout=10, follow_redirects=True)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+
+
 def test_work_pool_exists(stack: Stack) -> None:
     r = httpx.get(f"{stack.prefect_api_url}/work_pools/{POOL_NAME}", timeout=10)
     assert r.status_code == 200, r.text
