@@ -15,6 +15,7 @@ never use; those are imported inside the functions that need them:
 """
 
 import os
+from pathlib import Path
 
 QUIET_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -26,3 +27,9 @@ QUIET_DEFAULTS = {
 
 for _name, _value in QUIET_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
+
+
+def default_home() -> Path:
+    """Evergreen's home when no config names another: ``$EVERGREEN_HOME``, else ``<repo>/.evergreen``."""
+    env = os.environ.get("EVERGREEN_HOME", "").strip()
+    return Path(env).expanduser().absolute() if env else Path(__file__).resolve().parent.parent / ".evergreen"
