@@ -34,8 +34,8 @@ format: ## Format the code
 mlflow-ui: ## MLflow UI on the embedded store (http://127.0.0.1:5000)
 	$(UV) run --frozen mlflow ui --backend-store-uri sqlite:///.evergreen/mlflow.db --host 127.0.0.1 --port 5000
 
-prefect-ui: ## Prefect server and UI (http://127.0.0.1:4200)
-	$(UV) run --frozen prefect server start --host 127.0.0.1
+prefect-ui: ## Prefect server and UI on the flows' Prefect state (http://127.0.0.1:4200)
+	PREFECT_HOME="$${PREFECT_HOME:-$${EVERGREEN_HOME:-.evergreen}/prefect}" $(UV) run --frozen prefect server start --host 127.0.0.1
 
 drift: ## Drift check; AS_OF=2013-12-20
 	$(UV) run --frozen python -m flows.drift $(if $(AS_OF),--as-of $(AS_OF))

@@ -10,6 +10,10 @@ children), with a log file and a pid file in ``<home>/stack/``. ``<home>`` is ``
 so the MLflow server serves the store the embedded default writes (``<home>/mlflow.db``,
 ``<home>/mlartifacts``). Linux and macOS (process groups, signals).
 
+``status`` and ``down`` without ``--home`` act on the default home's stack, or, when none runs
+there, on the one stack started from this checkout with another home (found in /proc: each component
+carries its home in its environment; Linux only). With several, they name the ``--home`` to pass.
+
 Standard library plus httpx only: this module must not import Prefect or MLflow.
 """
 
@@ -33,7 +37,7 @@ from typing import Any, Literal, TypedDict
 
 import httpx
 
-from evergreen import QUIET_DEFAULTS
+from evergreen import QUIET_DEFAULTS, default_home
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POOL_NAME = "evergreen-process"
@@ -52,6 +56,11 @@ DEFAULT_TIMEOUT = 90.0
 STOP_TIMEOUT = 20.0
 LOG_TAIL_LINES = 40
 STATE_FILE = "stack.json"
+# Set in every component's environment, so that `status` and `down` without --home can find a stack
+# started with another home (from /proc; see running_homes). The checkout is part of the mark: another
+# checkout's stack is not this one's business.
+HOME_MARK = "EVERGREEN_STACK_HOME"
+REPO_MARK = "EVERGREEN_STACK_REPO"
 LOCAL_DEFAULT = "local default"
 
 
@@ -61,11 +70,6 @@ class StackError(RuntimeError):
     def __init__(self, message: str, log: Path | None = None) -> None:
         super().__init__(message)
         self.log = log
-
-
-def default_home() -> Path:
-    env = os.environ.get("EVERGREEN_HOME", "").strip()
-    return Path(env).expanduser() if env else REPO_ROOT / ".evergreen"
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,43 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _environ(pid: int) -> dict[str, str]:
+    """A process's environment from /proc (empty if unreadable: another user's, or gone)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {name: value for name, _, value in pairs}
+
+
+def running_homes() -> list[Path]:
+    """Homes of the stacks started from this checkout that have a component running now.
+
+    Read from the environment of the live processes (HOME_MARK), so it needs no record that could go
+    stale; each home found is confirmed by its own pid files. Empty where there is no /proc (macOS).
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    marked = set()
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            env = _environ(int(entry.name))
+            if env.get(REPO_MARK) == str(REPO_ROOT) and env.get(HOME_MARK):
+                marked.add(Path(env[HOME_MARK]))
+    return sorted(home for home in marked if _any_running(StackConfig(home=home)))
+
+
+def _any_running(cfg: StackConfig) -> bool:
+    """A component of this home is running, or has left children behind (orphaned)."""
+    for comp in COMPONENTS.values():
+        pid = read_pid(comp, cfg)
+        if pid is not None and (running_pid(comp, cfg) is not None or group_alive(pid)):
+            return True
+    return False
 
 
 def _matches(comp: Component, pid: int) -> bool:
@@ -395,12 +436,30 @@ def _base_env(cfg: StackConfig) -> dict[str, str]:
     for name, value in QUIET_DEFAULTS.items():  # the servers and the worker do not call out either
         env.setdefault(name, value)
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(_marks(cfg))
     return env
+
+
+def _marks(cfg: StackConfig) -> dict[str, str]:
+    return {HOME_MARK: str(cfg.home), REPO_MARK: str(REPO_ROOT)}
 
 
 def prefect_client_env(cfg: StackConfig) -> dict[str, str]:
     env = _base_env(cfg)
     env["PREFECT_API_URL"] = cfg.prefect_api_url
+    return env
+
+
+def _prefect_server_env(cfg: StackConfig) -> dict[str, str]:
+    env = _base_env(cfg)
+    # The UI is a page that asks the server (GET /ui-settings) where the API is. Prefect answers with
+    # PREFECT_UI_API_URL, which defaults to port 4200 whatever `--port` says: without it the UI of a
+    # server on another port shows "Can't connect to Server API". Set to the stack's own URLs unless
+    # set already (e.g. the address a browser on another machine reaches through a proxy).
+    if not (env.get("PREFECT_UI_API_URL") or env.get("PREFECT_SERVER_UI_API_URL")):
+        env["PREFECT_UI_API_URL"] = cfg.prefect_api_url
+    # The UI's own address, used in links Prefect prints and sends.
+    env.setdefault("PREFECT_UI_URL", cfg.prefect_ui_url)
     return env
 
 
@@ -472,6 +531,7 @@ def _mlflow_env(cfg: StackConfig) -> dict[str, str]:
     # Otherwise the server starts a job runner (huey consumers): ~10 processes and ~2.4 GB.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(_marks(cfg))
     return env
 
 
@@ -589,7 +649,7 @@ def _fmt_lines(rows: list[tuple[str, ...]]) -> str:
 
 
 def _home_flag(cfg: StackConfig) -> str:
-    return "" if cfg.home == default_home().absolute() else f" --home {cfg.home}"
+    return "" if cfg.home == default_home() else f" --home {cfg.home}"
 
 
 def summary(cfg: StackConfig) -> str:
@@ -607,7 +667,7 @@ def summary(cfg: StackConfig) -> str:
         f"export PREFECT_API_URL={cfg.prefect_api_url}",
         f"export EVERGREEN_TRACKING_URI={cfg.mlflow_url}",
     ]
-    if cfg.home != default_home().absolute():
+    if cfg.home != default_home():
         exports.append(f"export EVERGREEN_HOME={cfg.home}")
     return "\n".join(
         [
@@ -629,13 +689,12 @@ def summary(cfg: StackConfig) -> str:
     )
 
 
-def _resolve_config(args: argparse.Namespace) -> tuple[StackConfig, StackConfig | None]:
+def _resolve_config(args: argparse.Namespace, home: Path) -> tuple[StackConfig, StackConfig | None]:
     """(settings to use, settings recorded by the last `up` in this home).
 
     An option given on the command line wins, then the recorded settings (so `down`, `status` and a
     second `up` find the stack where it was started), then the defaults.
     """
-    home = Path(args.home).expanduser().absolute() if args.home else default_home().absolute()
     recorded = StackConfig.load(home)
     base = recorded or StackConfig(home=home)
     cfg = StackConfig(
@@ -646,6 +705,28 @@ def _resolve_config(args: argparse.Namespace) -> tuple[StackConfig, StackConfig 
         worker_poll=args.worker_poll if args.worker_poll is not None else base.worker_poll,
     )
     return cfg, recorded
+
+
+def locate_home(command: str) -> Path | None:
+    """The home `status` or `down` acts on when no --home is given.
+
+    The default home if its stack runs (or none runs anywhere); else the one stack of this checkout
+    running in another home (started with --home or another EVERGREEN_HOME), said on stderr. None
+    when several run elsewhere: which one is the user's to say, and the commands are printed.
+    """
+    home = default_home()
+    if _any_running(StackConfig(home=home)):
+        return home
+    others = [h for h in running_homes() if h != home]
+    if len(others) == 1:
+        print(f"no stack runs in {home}; using the one running in {others[0]} (--home {others[0]})", file=sys.stderr)
+        return others[0]
+    if others:
+        print(f"no stack runs in {home}, but {len(others)} run in other homes; name one:", file=sys.stderr)
+        for other in others:
+            print(f"  python -m deployments.stack {command} --home {other}", file=sys.stderr)
+        return None
+    return home
 
 
 def cmd_up(cfg: StackConfig, timeout: float, recorded: StackConfig | None = None) -> int:
@@ -691,7 +772,7 @@ def cmd_up(cfg: StackConfig, timeout: float, recorded: StackConfig | None = None
         if PREFECT_SERVER not in running:
             print(f"{PREFECT_SERVER}: starting on {cfg.prefect_ui_url}")
             procs[PREFECT_SERVER] = _spawn(
-                COMPONENTS[PREFECT_SERVER], cfg, _prefect_server_cmd(cfg), _base_env(cfg), cfg.state_dir
+                COMPONENTS[PREFECT_SERVER], cfg, _prefect_server_cmd(cfg), _prefect_server_env(cfg), cfg.state_dir
             )
             started.append(COMPONENTS[PREFECT_SERVER])
         if MLFLOW_SERVER not in running:
@@ -900,7 +981,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg, recorded = _resolve_config(args)
+        if args.home:
+            home: Path | None = Path(args.home).expanduser().absolute()
+        elif args.command == "up":
+            home = default_home()
+        else:
+            home = locate_home(args.command)
+        if home is None:
+            return 2
+        cfg, recorded = _resolve_config(args, home)
         if args.command == "up":
             return cmd_up(cfg, args.timeout, recorded)
         if args.command == "down":

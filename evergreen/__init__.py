@@ -1,8 +1,11 @@
 """Evergreen's Prefect-free core.
 
 Importing it sets local-first defaults, each only where the environment leaves it unset: no library
-calls out to its vendor (usage analytics, telemetry), no progress bars fill the flow logs, and a
-stopped MLflow server fails a run in seconds rather than minutes.
+calls out to its vendor (usage analytics, telemetry), no progress bars fill the flow logs, a stopped
+MLflow server fails a run in seconds rather than minutes, and Prefect keeps its state in Evergreen's
+home rather than ``~/.prefect`` (``prefect_defaults``). Every
+flow entry point imports this package before Prefect (``flows/__init__.py``), and Prefect reads
+these variables when it is imported.
 
 Imports sit at the top of each module, except five heavy packages that some paths through a module
 never use; those are imported inside the functions that need them:
@@ -16,6 +19,7 @@ never use; those are imported inside the functions that need them:
 """
 
 import os
+from pathlib import Path
 
 QUIET_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -33,4 +37,28 @@ FAIL_FAST_DEFAULTS = {
 }
 
 for _name, _value in {**QUIET_DEFAULTS, **FAIL_FAST_DEFAULTS}.items():
+    os.environ.setdefault(_name, _value)
+
+
+def default_home() -> Path:
+    """Evergreen's home when no config names another: ``$EVERGREEN_HOME``, else ``<repo>/.evergreen``."""
+    env = os.environ.get("EVERGREEN_HOME", "").strip()
+    return Path(env).expanduser().absolute() if env else Path(__file__).resolve().parent.parent / ".evergreen"
+
+
+def prefect_defaults() -> dict[str, str]:
+    """Prefect settings a flow run needs on this machine, applied where the environment leaves them unset.
+
+    PREFECT_HOME: Prefect's database, profiles and logs go to ``<home>/prefect`` with the rest of the
+    local state (the home from EVERGREEN_HOME or the default: a config read later cannot move it, as
+    Prefect is imported first). The ephemeral server the first flow of a process starts gets 120 s to
+    come up instead of 20 s: on a loaded machine its start takes longer than 20 s.
+    """
+    return {
+        "PREFECT_HOME": str(default_home() / "prefect"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
+
+
+for _name, _value in prefect_defaults().items():
     os.environ.setdefault(_name, _value)

@@ -6,6 +6,7 @@ uv run evergreen status
 uv run evergreen history
 uv run evergreen rollback --reason "canary errors"
 uv run evergreen promote --version 3 --reason "manual override"
+uv run evergreen feast -- feature-views list   # Feast's CLI on the published features of the config's home
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evergreen import contracts, lazy_typecheck, registry
+from evergreen import contracts, feature_store, lazy_typecheck, registry
 from evergreen.config import DEFAULT_CONFIG, ROOT, ConfigError, load_config
 from evergreen.problem import DataError
 from evergreen.scaffold import init_problem
@@ -47,7 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     pr = sub.add_parser("promote", help="make a version champion (the old one becomes previous_champion)")
     pr.add_argument("--version", required=True)
     pr.add_argument("--reason", required=True)
+    fe = sub.add_parser(
+        "feast",
+        help="run Feast's CLI on the published feature snapshot of the config's home: evergreen feast -- <feast args>",
+    )
+    fe.add_argument("feast_args", nargs=argparse.REMAINDER, help="Feast's own arguments, after --")
     args = p.parse_args(argv)
+    if args.command == "feast":
+        return feast(args)
     if args.command == "init":
         try:
             target = init_problem(args.name, args.dir)
@@ -104,6 +112,15 @@ def learn(args: argparse.Namespace) -> int:
     for (name, suite), path in zip(suites.items(), contracts.write_suites(suites, cfg.suites_dir), strict=True):
         print(f"wrote {path}: {len(suite['expectations'])} expectations for {name}")
     return 0
+
+
+def feast(args: argparse.Namespace) -> int:
+    feast_args = args.feast_args[1:] if args.feast_args[:1] == ["--"] else args.feast_args
+    try:
+        return feature_store.feast_cli(load_config(args.config), feast_args or ["--help"])
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

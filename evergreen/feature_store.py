@@ -12,13 +12,16 @@ import importlib.util
 import logging
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import yaml
 
 from evergreen.config import EvergreenConfig
 from evergreen.features import EVENT_TIMESTAMP, entity_frame
@@ -53,23 +56,71 @@ def load_definitions(cfg: EvergreenConfig) -> ModuleType:
     return module
 
 
+def repo_settings(cfg: EvergreenConfig) -> dict[str, Any]:
+    """The content of a feature_store.yaml for this config's Feast state (``cfg.feast_dir``)."""
+    from evergreen.asof_store import STORE_TYPE
+
+    return {
+        "project": cfg.features.project,
+        "provider": "local",
+        "registry": str(cfg.feast_registry),
+        "online_store": {"type": "sqlite", "path": str(cfg.feast_online_store)},
+        "offline_store": {"type": STORE_TYPE if cfg.features.offline_store == "asof" else "duckdb"},
+        "entity_key_serialization_version": 3,
+    }
+
+
 def get_store(cfg: EvergreenConfig) -> FeatureStore:
     from feast import FeatureStore, RepoConfig
 
-    from evergreen.asof_store import STORE_TYPE
-
     _quiet_feast()
     cfg.feast_dir.mkdir(parents=True, exist_ok=True)
-    repo_config = RepoConfig(
-        project=cfg.features.project,
-        provider="local",
-        registry=str(cfg.feast_registry),
-        online_store={"type": "sqlite", "path": str(cfg.feast_online_store)},
-        offline_store={"type": STORE_TYPE if cfg.features.offline_store == "asof" else "duckdb"},
-        entity_key_serialization_version=3,
-        repo_path=str(cfg.feast_repo),
-    )
-    return FeatureStore(config=repo_config)
+    return FeatureStore(config=RepoConfig(**repo_settings(cfg), repo_path=str(cfg.feast_repo)))
+
+
+def feature_dir(project: str) -> Path:
+    """The folder of a Feast repo's feature tables, for its feature_definitions.py.
+
+    EVERGREEN_FEATURE_DIR when set: the flows set it to the snapshot they build, ``evergreen feast``
+    to the published one. Else the published state under EVERGREEN_HOME, which the repo's
+    feature_store.yaml reads too. Neither set: an error, not a path into a home that does not exist.
+    """
+    folder = os.environ.get("EVERGREEN_FEATURE_DIR", "").strip()
+    if folder:
+        return Path(folder)
+    home = os.environ.get("EVERGREEN_HOME", "").strip()
+    if not home:
+        raise RuntimeError(
+            f"Feast repo {project!r}: EVERGREEN_HOME is not set, so its feature tables cannot be found. "
+            "Run Feast's CLI as `evergreen [--config CONFIG] feast -- <feast arguments>`, or export "
+            "EVERGREEN_HOME=<absolute path of the home the features flow wrote> before `feast`."
+        )
+    return Path(home).expanduser() / "feast" / project / "features"
+
+
+def feast_cli(cfg: EvergreenConfig, args: list[str]) -> int:
+    """Run Feast's CLI on the published snapshot of this config's home; returns its exit code.
+
+    A feature_store.yaml for the snapshot is written to a temporary folder and passed with
+    ``--feature-store-yaml``; ``--chdir`` is the problem's Feast repo (its definitions, for ``apply``
+    and ``plan``). The snapshot is resolved once, so a features run publishing meanwhile cannot mix
+    two snapshots under one command.
+    """
+    published = cfg.published_feast_dir
+    if not (published / "registry.db").is_file():
+        where = f" --config {cfg.source_file}" if cfg.source_file else ""
+        raise FileNotFoundError(
+            f"no published Feast state in {published} (home {cfg.home}): build it first with "
+            f"`python -m flows.features{where}`"
+        )
+    snapshot = cfg.model_copy(update={"feast_state": published.resolve()})
+    with tempfile.TemporaryDirectory(prefix="evergreen-feast-") as tmp:
+        settings = Path(tmp) / "feature_store.yaml"
+        settings.write_text(yaml.safe_dump(repo_settings(snapshot), sort_keys=False))
+        env = {**os.environ, "EVERGREEN_FEATURE_DIR": str(snapshot.features_dir), "EVERGREEN_HOME": str(cfg.home)}
+        argv = [sys.executable, "-m", "feast.cli.cli", "--chdir", str(cfg.feast_repo)]
+        argv += ["--feature-store-yaml", str(settings), *args]
+        return subprocess.run(argv, env=env, check=False).returncode
 
 
 def definition_objects(module: ModuleType) -> list[Any]:

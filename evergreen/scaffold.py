@@ -32,7 +32,6 @@ def init_problem(name: str, parent: Path) -> Path:
         "dashed": name.replace("_", "-"),
         "folder": os.path.relpath(target, Path.cwd()),
         "home": os.path.relpath(home, target),
-        "repo_home": os.path.relpath(home, target / "feature_repo"),
     }
     for template in sorted(TEMPLATES.rglob("*.tmpl")):
         out = target / template.relative_to(TEMPLATES).with_suffix("")

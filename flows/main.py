@@ -8,6 +8,7 @@ that makes the first champion, then a challenger gated against it) and prints wh
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +40,8 @@ def report(cfg_path: str, runs: list[dict[str, Any]]) -> str:
         "Look closer:",
         f"  MLflow UI:  uv run mlflow ui --backend-store-uri {cfg.tracking_uri} --port 5000",
         "              then open http://127.0.0.1:5000",
-        "  Prefect UI: uv run prefect server start   then open http://127.0.0.1:4200",
+        f"  Prefect UI: PREFECT_HOME={os.environ['PREFECT_HOME']} uv run prefect server start",
+        "              then open http://127.0.0.1:4200",
         "  Roll back:  uv run evergreen rollback --reason 'why'",
         "  History:    uv run evergreen history",
     ]

@@ -7,7 +7,10 @@ running (the `down` test ends with a restart on the same home).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +21,7 @@ import pytest
 
 from deployments.stack import COMPONENTS, POOL_NAME, POOL_TYPE, WORKER_NAME, group_alive, pid_alive, port_free
 
-from .conftest import Stack
+from .conftest import ROOT, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(360)]
 
@@ -47,6 +50,14 @@ def _stack_processes(stack: Stack) -> set[int]:
     return found
 
 
+def _cli_without_home(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m deployments.stack <args>` with no --home, its default home another, empty folder
+    (EVERGREEN_HOME): as a user who started the stack with --home and forgot it."""
+    env = {**os.environ, "EVERGREEN_HOME": str(tmp_path / "another-home")}
+    argv = [sys.executable, "-m", "deployments.stack", *args]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
 def _online_workers(stack: Stack) -> list[dict[str, Any]]:
     r = httpx.post(f"{stack.prefect_api_url}/work_pools/{POOL_NAME}/workers/filter", json={}, timeout=10)
     r.raise_for_status()
@@ -56,6 +67,17 @@ def _online_workers(stack: Stack) -> list[dict[str, Any]]:
 def test_prefect_server_healthy(stack: Stack) -> None:
     r = httpx.get(f"{stack.prefect_api_url}/health", timeout=10)
     assert r.status_code == 200, r.text
+
+
+def test_prefect_ui_is_told_the_stacks_api_url(stack: Stack) -> None:
+    # The UI page asks the server where the API is (GET /ui-settings) and calls that URL from the
+    # browser; Prefect's default names port 4200 whatever port the server listens on.
+    assert stack.prefect_port != 4200
+    r = httpx.get(f"{stack.prefect_ui_url}/ui-settings", timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["api_url"] == stack.prefect_api_url
+    page = httpx.get(f"{stack.prefect_ui_url}/", timeout=10, follow_redirects=True)
+    assert page.status_code == 200 and "<html" in page.text.lower()
 
 
 def test_work_pool_exists(stack: Stack) -> None:
@@ -111,6 +133,18 @@ def test_status_reports_running(stack: Stack) -> None:
     assert res.stdout.count("running") == len(COMPONENTS)
 
 
+def test_status_without_home_finds_the_stack_started_elsewhere(stack: Stack, tmp_path: Path) -> None:
+    res = _cli_without_home(tmp_path, "status", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    body = json.loads(res.stdout)
+    assert body["running"] is True
+    assert body["home"] == str(stack.home)
+    assert body["prefect_api_url"] == stack.prefect_api_url
+    # It says which stack it reports on, and how to name it.
+    assert f"--home {stack.home}" in res.stderr
+    assert str(tmp_path / "another-home") in res.stderr
+
+
 def test_up_again_starts_no_duplicates(stack: Stack) -> None:
     pids_before = stack.pids()
     procs_before = _stack_processes(stack)
@@ -128,15 +162,18 @@ def test_up_again_starts_no_duplicates(stack: Stack) -> None:
     assert len(_online_workers(stack)) == 1
 
 
-def test_down_stops_everything_is_idempotent_and_up_restarts(stack: Stack) -> None:
+def test_down_stops_everything_is_idempotent_and_up_restarts(stack: Stack, tmp_path: Path) -> None:
     pids = stack.pids()
     assert all(pids.values()), pids
     members = _stack_processes(stack)
 
+    # Without --home, as a user who started it with --home would: `down` finds it all the same.
     t0 = time.monotonic()
-    res = stack.down()
+    res = _cli_without_home(tmp_path, "down")
     down_seconds = time.monotonic() - t0
     assert res.returncode == 0, res.stdout + res.stderr
+    assert f"--home {stack.home}" in res.stderr
+    assert res.stdout.count("stopped (pid") == len(COMPONENTS), res.stdout
     for name, pid in pids.items():
         assert pid is not None
         assert not pid_alive(pid), f"{name} (pid {pid}) still alive"
@@ -153,6 +190,9 @@ def test_down_stops_everything_is_idempotent_and_up_restarts(stack: Stack) -> No
     status = stack.cli("status", "--json")
     assert status.returncode == 3
     assert {c["state"] for c in json.loads(status.stdout)["components"]} == {"stopped"}
+    # Nothing runs anywhere now: without --home, status reports its own default home, stopped.
+    status = _cli_without_home(tmp_path, "status", "--json")
+    assert status.returncode == 3 and json.loads(status.stdout)["home"] == str(tmp_path / "another-home")
 
     # Restart on the same home: state persists (the pool exists already), new processes, all healthy.
     up_seconds = stack.up()

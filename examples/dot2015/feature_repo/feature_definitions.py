@@ -1,18 +1,17 @@
 """Feast definitions of the DOT 2015 example: the airline entity, its daily rates, the model's service.
 
 The parquet file is written by the `features` flow. Its folder comes from EVERGREEN_FEATURE_DIR
-(set by Evergreen's flows); `feast apply` run by hand from this folder uses the default home's.
+(set by Evergreen's flows and by `evergreen feast`), else from EVERGREEN_HOME (plain `feast` here).
 """
 
-import os
 from datetime import timedelta
-from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64
 
-DEFAULT_HOME = Path(__file__).resolve().parents[3] / ".evergreen"
-FEATURE_DIR = Path(os.environ.get("EVERGREEN_FEATURE_DIR", DEFAULT_HOME / "feast" / "dot2015" / "features"))
+from evergreen.feature_store import feature_dir
+
+FEATURE_DIR = feature_dir("dot2015")
 
 # The airline: the only key the data has besides the flight itself (no airport, no aircraft).
 airline = Entity(name="airline", join_keys=["AIRLINE"], value_type=ValueType.STRING)

@@ -1,18 +1,17 @@
 """Feast definitions of the flights example: entities, parquet sources, feature views, the model's service.
 
 The parquet files are written by the `features` flow. Their folder comes from EVERGREEN_FEATURE_DIR
-(set by Evergreen's flows); `feast apply` run by hand from this folder uses the default home's.
+(set by Evergreen's flows and by `evergreen feast`), else from EVERGREEN_HOME (plain `feast` here).
 """
 
-import os
 from datetime import timedelta
-from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, String
 
-DEFAULT_HOME = Path(__file__).resolve().parents[3] / ".evergreen"
-FEATURE_DIR = Path(os.environ.get("EVERGREEN_FEATURE_DIR", DEFAULT_HOME / "feast" / "flights" / "features"))
+from evergreen.feature_store import feature_dir
+
+FEATURE_DIR = feature_dir("flights")
 
 
 def _source(name: str) -> FileSource:
