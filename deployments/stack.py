@@ -477,6 +477,8 @@ def _worker_env(cfg: StackConfig) -> dict[str, str]:
     # Flow runs started by the worker use this stack: its home and its MLflow server.
     env["EVERGREEN_HOME"] = str(cfg.home)
     env["EVERGREEN_TRACKING_URI"] = cfg.mlflow_url
+    # Flow runs beat this often; the crash automation waits for several missed beats.
+    env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(FLOW_HEARTBEAT_SECONDS))
     return env
 
 
@@ -640,6 +642,64 @@ def ensure_work_pool(cfg: StackConfig) -> str:
     return f"work pool {POOL_NAME!r} created"
 
 
+# --- crashed flow runs -------------------------------------------------------------------------------
+
+# A flow run whose process dies is marked Crashed by the worker that started it. When the worker or
+# the machine goes too, Prefect's documented answer is an automation on the flow runs' heartbeats
+# (https://docs.prefect.io/v3/advanced/detect-zombie-flows): a run that stops beating is crashed.
+CRASH_AUTOMATION = "evergreen-crash-silent-flow-runs"
+FLOW_HEARTBEAT_SECONDS = 60  # for runs the worker starts (Prefect's default is 180, its minimum 30)
+CRASH_AFTER_SECONDS = 300  # five missed beats: a busy machine is not a dead one
+
+
+def crash_automation(within_seconds: float = CRASH_AFTER_SECONDS) -> dict[str, Any]:
+    """The automation as the REST API takes it: no heartbeat, nor a final state, for ``within_seconds``
+    after a flow run's heartbeat, and that run becomes Crashed."""
+    return {
+        "name": CRASH_AUTOMATION,
+        "description": f"A flow run silent for {within_seconds:g} s (no heartbeat, no final state) is marked Crashed.",
+        "enabled": True,
+        "trigger": {
+            "type": "event",
+            "posture": "Proactive",
+            "after": ["prefect.flow-run.heartbeat"],
+            "expect": [
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            ],
+            "match": {"prefect.resource.id": ["prefect.flow-run.*"]},
+            "for_each": ["prefect.resource.id"],
+            "threshold": 1,
+            "within": within_seconds,
+        },
+        "actions": [
+            {
+                "type": "change-flow-run-state",
+                "state": "CRASHED",
+                "message": f"No heartbeat for {within_seconds:g} s: the run's process or machine is gone.",
+            }
+        ],
+    }
+
+
+def ensure_crash_automation(cfg: StackConfig, within_seconds: float = CRASH_AFTER_SECONDS) -> str:
+    """Create the crash automation, or bring an existing one to this definition; returns what was done."""
+    api = cfg.prefect_api_url
+    body = crash_automation(within_seconds)
+    found = httpx.post(
+        f"{api}/automations/filter", json={"automations": {"name": {"any_": [CRASH_AUTOMATION]}}}, timeout=10.0
+    )
+    found.raise_for_status()
+    if found.json():
+        httpx.put(f"{api}/automations/{found.json()[0]['id']}", json=body, timeout=10.0).raise_for_status()
+        return f"automation {CRASH_AUTOMATION!r} exists (silent runs crash after {within_seconds:g} s)"
+    httpx.post(f"{api}/automations/", json=body, timeout=10.0).raise_for_status()
+    return f"automation {CRASH_AUTOMATION!r} created (silent runs crash after {within_seconds:g} s)"
+
+
 # --- commands ----------------------------------------------------------------------------------------
 
 
@@ -791,6 +851,7 @@ def cmd_up(cfg: StackConfig, timeout: float, recorded: StackConfig | None = None
         )
         print(f"{PREFECT_SERVER}: healthy after {waited:.1f} s")
         print(ensure_work_pool(cfg))
+        print(ensure_crash_automation(cfg))
 
         if PREFECT_WORKER not in running:
             since = datetime.now(UTC) - timedelta(seconds=5)

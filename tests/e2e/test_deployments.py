@@ -232,3 +232,84 @@ def test_drift_storm_launches_exactly_one_retrain_that_registers_a_version(
     assert str(retrained.version) == "2"
     assert retrained.tags["evergreen.reason"] == "drift" and retrained.tags["evergreen.as_of"].startswith("2013-12-20")
     assert c.get_registered_model(WATCHED_MODEL).aliases["challenger"] == str(retrained.version)
+
+
+def _process_of(flow_run_id: str) -> int | None:
+    """The pid of the process executing a flow run (the worker passes the id in its environment)."""
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0"):
+                return int(environ.parent.name)
+        except OSError:  # gone, or not ours to read
+            continue
+    return None
+
+
+def _heartbeats(stack: Stack, flow_run_id: str) -> int:
+    body = {
+        "filter": {
+            "event": {"name": ["prefect.flow-run.heartbeat"]},
+            "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+        },
+        "limit": 10,
+    }
+    return len(api(stack, "POST", "/events/filter", json=body)["events"])
+
+
+def test_killed_flow_runs_end_crashed_not_running_forever(
+    stack: Stack, deployments: dict[str, str], features: dict[str, Any], tmp_path: Path
+) -> None:
+    """Two real SIGKILLs: a run's process under the worker (the worker marks it Crashed), and a run
+    started from a shell whose machine 'vanished' (the heartbeat automation marks it Crashed)."""
+    import os
+    import signal
+    import sys
+
+    from deployments.stack import CRASH_AUTOMATION, ensure_crash_automation
+
+    found = api(stack, "POST", "/automations/filter", json={"automations": {"name": {"any_": [CRASH_AUTOMATION]}}})
+    assert len(found) == 1 and found[0]["trigger"]["within"] == 300  # `up` created it
+    ensure_crash_automation(stack.config, within_seconds=40)  # Prefect's minimum beat is 30 s: wait less here
+
+    config = flow_config(stack, tmp_path / "slow.yaml", model_name=f"e2e-crash-{uuid.uuid4().hex[:8]}")
+    text = config.read_text().replace("n_trials: 3", "n_trials: 500")  # long enough to be killed mid-run
+    config.write_text(text)
+    by_worker = api(
+        stack,
+        "POST",
+        f"/deployments/{deployments['training/training']}/create_flow_run",
+        json={"parameters": {"config": str(config), "as_of": TRAIN_AS_OF}},
+    )["id"]
+    shell_env = {**stack.env(), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", "PREFECT_HOME": str(tmp_path / "prefect")}
+    since = datetime.now(UTC)
+    from_shell = subprocess.Popen(
+        [sys.executable, "-m", "flows.training", "--config", str(config), "--as-of", TRAIN_AS_OF],
+        cwd=ROOT,
+        env=shell_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        shell_run, worker_pid = None, None
+        while time.monotonic() < deadline and (shell_run is None or worker_pid is None):
+            running = api(
+                stack, "POST", "/flow_runs/filter", json={"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}}
+            )
+            ours = [r for r in running if r["deployment_id"] is None and datetime.fromisoformat(r["created"]) >= since]
+            if ours and _heartbeats(stack, ours[0]["id"]):
+                shell_run = ours[0]["id"]
+            if api(stack, "GET", f"/flow_runs/{by_worker}")["state"]["type"] == "RUNNING":
+                worker_pid = _process_of(by_worker)
+            time.sleep(1)
+        assert shell_run and worker_pid, (shell_run, worker_pid)
+    finally:
+        from_shell.kill()  # SIGKILL: the whole "machine" of this run is gone, nothing reports for it
+        from_shell.wait(timeout=60)
+    os.kill(worker_pid, signal.SIGKILL)  # the worker survives and sees its child die
+
+    assert wait(stack, by_worker, timeout=120)["state"]["type"] == "CRASHED"
+    crashed = wait(stack, shell_run, timeout=240)
+    assert crashed["state"]["type"] == "CRASHED"
+    assert "No heartbeat for 40 s" in (crashed["state"]["message"] or "")
