@@ -8,7 +8,9 @@ own duckdb store, which give the same point-in-time joins.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import logging
 import os
 import shutil
@@ -139,14 +141,17 @@ def apply_repo(cfg: EvergreenConfig) -> list[str]:
     return sorted(o.name for o in objects if isinstance(o, FeatureView))
 
 
-def materialize(cfg: EvergreenConfig, start: pd.Timestamp, end: pd.Timestamp) -> None:
-    """Backfill the online store with the latest value per entity in [start, end].
+def materialize(cfg: EvergreenConfig, start: pd.Timestamp, end: pd.Timestamp) -> list[str]:
+    """Backfill the online store with the latest value per entity in [start, end]; returns the views.
 
     An explicit range, not materialize_incremental: the first incremental run on a fresh view
-    starts at now - TTL and would write nothing for historical data.
+    starts at now - TTL and would write nothing for historical data. Feast prints its progress
+    with terminal colour codes whatever the output is; the caller logs one plain line instead.
     """
     store = get_store(cfg)
-    store.materialize(start_date=start.to_pydatetime(), end_date=end.to_pydatetime())
+    with contextlib.redirect_stdout(io.StringIO()):
+        store.materialize(start_date=start.to_pydatetime(), end_date=end.to_pydatetime())
+    return sorted(v.name for v in store.list_feature_views())
 
 
 # ── snapshots: a features run builds its whole Feast state aside and publishes it in one step ──────

@@ -47,12 +47,25 @@ class InputErrorsWithoutTraceback(logging.Filter):
         return True
 
 
+class WithoutTaskCompletions(logging.Filter):
+    """On the console, a task run's "Finished in state Completed()" line is left out: each flow
+    logs its stages with their times, and the run's own logs (the Prefect UI) keep every line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.name == "prefect.task_runs"
+            and record.levelno == logging.INFO
+            and record.getMessage().startswith("Finished in state Completed(")
+        )
+
+
 def run_flow(call: Callable[[], T], render: Callable[[T], str]) -> int:
     """Run a flow; print its result, or the error alone when the input was at fault (exit 2)."""
     console = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
-    quiet = InputErrorsWithoutTraceback()
+    filters = [InputErrorsWithoutTraceback(), WithoutTaskCompletions()]
     for handler in console:
-        handler.addFilter(quiet)
+        for f in filters:
+            handler.addFilter(f)
     try:
         result = call()
     except USER_ERRORS as e:
@@ -66,6 +79,7 @@ def run_flow(call: Callable[[], T], render: Callable[[T], str]) -> int:
         return 1
     finally:
         for handler in console:
-            handler.removeFilter(quiet)
+            for f in filters:
+                handler.removeFilter(f)
     print(render(result))
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
+from prefect.logging import get_run_logger
 
 from evergreen import feature_store
 from evergreen.config import EvergreenConfig
@@ -39,9 +40,11 @@ def apply_repo(cfg: EvergreenConfig) -> list[str]:
     return feature_store.apply_repo(cfg)
 
 
-@task(name="feast-materialize", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+# Feast's own prints (coloured progress) are not logs: they stay out of the flow's log.
+@task(name="feast-materialize", cache_policy=NONE, retries=1, retry_delay_seconds=2, log_prints=False)
 def materialize(cfg: EvergreenConfig, start: pd.Timestamp, end: pd.Timestamp) -> None:
-    feature_store.materialize(cfg, start, end)
+    views = feature_store.materialize(cfg, start, end)
+    get_run_logger().info("materialised %s from %s to %s", ", ".join(views), start, end)
 
 
 @task(name="publish-snapshot", cache_policy=NONE)

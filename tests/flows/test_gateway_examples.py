@@ -14,7 +14,6 @@ pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
 MODEL = "gateway-example-model"
 
 
-
 @pytest.fixture(scope="module")
 def gateway(example_env):
     from flows.training import training

@@ -1,8 +1,9 @@
 """A flow run from a shell keeps all its state in Evergreen's home, and Feast's CLI reads that home.
 
-One real features run (the DOT 2015 example without the online backfill: about 30 s) as a user's
-shell starts it: a subprocess with an empty HOME, no PREFECT_HOME, and EVERGREEN_HOME naming a fresh
-home. Its result is then read with the real `feast` CLI, through `evergreen feast` and by hand.
+One real features run (the DOT 2015 example: about 30 s) as a user's shell starts it: a subprocess
+with an empty HOME, no PREFECT_HOME, Prefect's default log level, and EVERGREEN_HOME naming a fresh
+home. Its result is then read with the real `feast` CLI, through `evergreen feast` and by hand, and
+its console output is read as a user reads it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Built:
     user_home: Path  # HOME of the shell that ran the flow
     home: Path  # EVERGREEN_HOME
     env: dict[str, str]
+    console: str  # what the run printed, stdout and stderr
 
 
 def _run(
@@ -41,12 +43,21 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     user_home, home = tmp / "user", tmp / "evergreen-home"
     user_home.mkdir()
     # tests/conftest.py gives this session a temporary PREFECT_HOME: the user's shell has none.
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_LOGGING_LEVEL")}
     env.update(HOME=str(user_home), EVERGREEN_HOME=str(home))
     config = str(example_config("dot2015"))
-    res = _run([sys.executable, "-m", "flows.features", "--config", config, "--no-materialize"], env, timeout=600)
+    res = _run([sys.executable, "-m", "flows.features", "--config", config], env, timeout=600)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    return Built(user_home, home, env)
+    return Built(user_home, home, env, res.stdout + res.stderr)
+
+
+def test_the_console_has_no_colour_codes_and_no_line_per_finished_task(built: Built) -> None:
+    assert "stage publish:" in built.console and "materialised airline_stats" in built.console  # INFO is shown
+    assert "\x1b[" not in built.console  # Feast's coloured progress is not passed through
+    lines = built.console.splitlines()
+    assert any("Task run" in line for line in lines)  # task runs do log...
+    assert not [line for line in lines if "Task run" in line and "Finished in state Completed()" in line]  # ...not done
+    assert sum("Flow run" in line and "Finished in state Completed()" in line for line in lines) == 1
 
 
 def test_a_flow_keeps_prefect_state_in_the_evergreen_home(built: Built) -> None:

@@ -35,7 +35,6 @@ PERMISSIVE_GATE = {
 }
 
 
-
 def _request(row) -> dict:
     return {
         "flight_id": str(row.flight_id),

@@ -49,7 +49,9 @@ def synthetic_set(rows: int = 3000) -> TrainingSet:
             "y": (x[:, 0] + 0.5 * x[:, 1] + rng.normal(size=rows) > 0).astype(int),
         }
     )
-    windows = Windows(start, start + pd.Timedelta(days=60), start + pd.Timedelta(days=53), start + pd.Timedelta(days=67))
+    windows = Windows(
+        start, start + pd.Timedelta(days=60), start + pd.Timedelta(days=53), start + pd.Timedelta(days=67)
+    )
     return TrainingSet(frame, frame.head(0), ["a", "b"], windows, "y", [], "synthetic")
 
 
