@@ -108,4 +108,6 @@ def test_unknown_entities_and_stale_views_are_flagged_and_counted(gateway):
     now = {k: v for k, v in known.items() if k != "prediction_time"}  # asked today: years after the data
     r = httpx.post(f"{gateway['url']}/predict", json={"rows": [now]}, timeout=60)
     assert r.status_code == 200 and r.json()["predictions"][0]["stale_views"], r.text
+    # Asked at the end of the data, as the README's example asks, no more views have expired.
+    assert set(first["stale_views"]) <= set(r.json()["predictions"][0]["stale_views"])
     assert "evergreen_gateway_stale_views_total{" in httpx.get(f"{gateway['url']}/metrics", timeout=30).text
