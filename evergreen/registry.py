@@ -49,9 +49,9 @@ def _answers(tracking_uri: str) -> str | None:
     return None
 
 
-def _unavailable(tracking_uri: str, why: str) -> TrackingUnavailable:
+def _unavailable(tracking_uri: str, why: str, consequence: str) -> TrackingUnavailable:
     return TrackingUnavailable(
-        f"the MLflow tracking server at {tracking_uri} does not answer ({why}); nothing was registered. "
+        f"the MLflow tracking server at {tracking_uri} does not answer ({why}); {consequence}. "
         "Start it (`uv run python -m deployments.stack up`) or point EVERGREEN_TRACKING_URI "
         "(registry.tracking_uri) at a running server, then run again."
     )
@@ -60,18 +60,19 @@ def _unavailable(tracking_uri: str, why: str) -> TrackingUnavailable:
 def check_tracking(tracking_uri: str) -> None:
     """Fail before any work is done when the tracking server is down, not after training."""
     if (why := _answers(tracking_uri)) is not None:
-        raise _unavailable(tracking_uri, why)
+        raise _unavailable(tracking_uri, why, "the run did nothing")
 
 
 @contextmanager
 def tracking_errors(tracking_uri: str) -> Iterator[None]:
     """A failure while the tracking server is down is reported as that, in one line: whatever MLflow
-    raised after its retries (a connection error deep in a client call) says less."""
+    raised after its retries (a connection error deep in a client call) says less. A call that
+    moves aliases restores them when it fails (``move_aliases``), so a stop never half-promotes."""
     try:
         yield
     except Exception as e:
         if (why := _answers(tracking_uri)) is not None:
-            raise _unavailable(tracking_uri, why) from e
+            raise _unavailable(tracking_uri, why, "the run stopped at its first call after that") from e
         raise
 
 

@@ -4,6 +4,7 @@ line naming the server and what to do, exit code 3, no traceback, and nothing re
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import time
 import optuna
 import pytest
 
-from tests.conftest import ROOT, free_port, running_mlflow_server, stop_group, write_config
+from tests.conftest import ROOT, free_port, running_mlflow_server, write_config
 from tests.flows.conftest import SMALL
 
 pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
@@ -29,10 +30,10 @@ def process_env(tmp_path) -> dict[str, str]:
     return {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PREFECT_HOME": str(tmp_path)}
 
 
-def assert_one_line_error(run: subprocess.CompletedProcess, url: str) -> None:
+def assert_one_line_error(run: subprocess.CompletedProcess, url: str, consequence: str) -> None:
     assert run.returncode == 3, run.stderr[-3000:]
     assert f"error: the MLflow tracking server at {url} does not answer" in run.stderr
-    assert "nothing was registered" in run.stderr and "deployments.stack up" in run.stderr
+    assert consequence in run.stderr and "deployments.stack up" in run.stderr
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
 
 
@@ -48,7 +49,7 @@ def test_a_run_against_a_stopped_server_fails_before_any_work(env, tmp_path):
         text=True,
         timeout=300,
     )
-    assert_one_line_error(run, url)
+    assert_one_line_error(run, url, "the run did nothing")
     assert "stage load" not in run.stderr  # stopped before loading data
 
 
@@ -79,11 +80,14 @@ def test_a_server_stopped_during_tuning_fails_the_run_in_one_line_and_registers_
                 break
             time.sleep(0.5)
         assert run.poll() is None, run.communicate()[1][-3000:]
-        stop_group(server)
+        # Killed, as a crash or a lost machine would: a graceful stop waits for the run's open
+        # keep-alive connection, which the run would go on using.
+        os.killpg(server.pid, signal.SIGKILL)
         stopped = time.monotonic()
         stdout, stderr = run.communicate(timeout=600)
         print(f"the run ended {time.monotonic() - stopped:.1f} s after the server stopped")
-    assert_one_line_error(subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr), url)
+    completed = subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr)
+    assert_one_line_error(completed, url, "the run stopped at its first call after that")
     assert not stdout.strip() or "{" not in stdout  # no result printed
     # The server's own store, read directly: no registered model, no version.
     client = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
