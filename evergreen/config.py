@@ -174,6 +174,9 @@ class RegistryConfig(_Strict):
     experiment: str = "evergreen-training"
     # Empty means the embedded default: sqlite:///<home>/mlflow.db
     tracking_uri: str | None = None
+    # Where a browser opens the MLflow UI, for the links in Prefect artifacts. Empty: the tracking
+    # server itself when it is one (http/https), else what `mlflow ui` serves by default.
+    ui_url: str | None = None
     reference_sample_rows: int = Field(20000, ge=100)
 
 
