@@ -79,6 +79,10 @@ class ProblemConfig(_Strict):
 
     name: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
+    # The model card's "intended use" and "limitations" (each registered version's description in
+    # MLflow); empty: a generic sentence built from the names below.
+    intended_use: str = ""
+    limitations: str = ""
     # The module implementing evergreen.problem.Problem (loading, labelling, feature tables); its
     # folder holds the problem's Feast repo (feature_repo/) and suites (expectations/) by default.
     module: Path

@@ -195,12 +195,27 @@ def move_aliases(
 
 
 def register(
-    c: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict[str, str], description: str = ""
+    c: MlflowClient,
+    name: str,
+    model_uri: str,
+    run_id: str,
+    tags: dict[str, str],
+    description: str = "",
+    version_description: str = "",
 ) -> str:
+    """A new version of ``name`` (created with ``description`` if missing); ``version_description``
+    is the version's own (its model card), set with the version so that no version lacks it."""
     ensure_model(c, name, description)
     # An MLflow 3 logged model ("models:/m-<id>") must be named by id too, or a tracking server refuses it.
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-    mv = c.create_model_version(name=name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id)
+    mv = c.create_model_version(
+        name=name,
+        source=model_uri,
+        run_id=run_id,
+        tags=tags,
+        description=version_description or None,
+        model_id=model_id,
+    )
     return str(mv.version)
 
 
