@@ -32,6 +32,7 @@ from evergreen.config import DriftConfig
 from evergreen.drift import PREDICTION, DriftResult, check_columns, feature_kind, ks_test, psi
 
 KS_TEST = "evergreen_ks"
+REPORT_ARTIFACT = "drift/report.html"
 KS_OR_PSI_TEST = "evergreen_psi_or_ks"
 
 
@@ -271,3 +272,31 @@ def decision_record(summary: dict[str, Any], decision: DriftResult, report: Drif
     """The decision as JSON: the flow's summary, the per-feature table and what the report states."""
     body = {**summary, "table": decision.table, "evidently": report.as_dict() if report else None}
     return json.dumps(body, indent=1, default=str)
+
+
+def check_run(
+    summary: dict[str, Any], decision: DriftResult, report: DriftReport, record: str, flow_run: str
+) -> tuple[dict[str, str], dict[str, float], dict[str, str]]:
+    """A drift check's MLflow run: its tags, its metrics (the share charts over checks) and its
+    files ``{artifact path: text}``: the report, the decision record, Evidently's snapshot."""
+    tags = {
+        "evergreen.kind": "drift-check",
+        "evergreen.model_name": str(summary["model_name"]),
+        "evergreen.champion_version": str(summary["champion_version"]),
+        "evergreen.drift.as_of": str(summary["as_of"]),
+        "evergreen.drift.status": str(summary["status"]),
+        "evergreen.flow_run": flow_run,
+    }
+    metrics = {
+        "drift.drifted_count": float(decision.drifted_count),
+        "drift.feature_count": float(decision.feature_count),
+        "drift.drifted_share": decision.drifted_share,
+        "drift.severity": decision.severity,
+        "drift.report_drifted_count": float(report.drifted_count),
+    }
+    texts = {
+        REPORT_ARTIFACT: report.html.read_text(),
+        "drift/decision.json": record,
+        "drift/evidently_snapshot.json": report.snapshot_json.read_text(),
+    }
+    return tags, metrics, texts

@@ -14,7 +14,7 @@ from prefect.events import Event, emit_event
 from evergreen import registry, tracking
 from evergreen.config import EvergreenConfig
 from evergreen.drift import DriftResult, detect_drift
-from evergreen.drift_report import DriftReport, decision_record, evidently_report
+from evergreen.drift_report import REPORT_ARTIFACT, DriftReport, check_run, decision_record, evidently_report
 from tasks.common import flow_run_id, markdown_artifact, table_artifact
 
 DRIFT_EVENT = "evergreen.drift.detected"
@@ -85,9 +85,6 @@ def render_report(
     )
 
 
-REPORT_ARTIFACT = "drift/report.html"
-
-
 # One retry: a busy tracking server may refuse a write once; the check itself is already decided.
 @task(name="log-drift-check", cache_policy=NONE, retries=1, retry_delay_seconds=2)
 def log_check(
@@ -98,33 +95,13 @@ def log_check(
     record = decision_record(summary, decision, report)
     json_path = report.html.with_suffix(".json")
     json_path.write_text(record)
-    tags = {
-        "evergreen.kind": "drift-check",
-        "evergreen.model_name": cfg.registry.model_name,
-        "evergreen.champion_version": str(summary["champion_version"]),
-        "evergreen.drift.as_of": summary["as_of"],
-        "evergreen.drift.status": summary["status"],
-        "evergreen.flow_run": flow_run_id() or "",
-    }
-    metrics = {
-        "drift.drifted_count": decision.drifted_count,
-        "drift.feature_count": decision.feature_count,
-        "drift.drifted_share": decision.drifted_share,
-        "drift.severity": decision.severity,
-        "drift.report_drifted_count": report.drifted_count,
-    }
-    texts = {
-        REPORT_ARTIFACT: report.html.read_text(),
-        "drift/decision.json": record,
-        "drift/evidently_snapshot.json": report.snapshot_json.read_text(),
-    }
+    tags, metrics, texts = check_run(summary, decision, report, record, flow_run_id() or "")
     run = tracking.log_drift_check(cfg, f"drift-{summary['as_of'][:10]}", tags, metrics, texts)
-    base = tracking.ui_base(cfg)
     return {
         **run,
         "decision_record": str(json_path),
         "report_uri": f"runs:/{run['run_id']}/{REPORT_ARTIFACT}",
-        "report_url": tracking.run_url(base, run["experiment_id"], run["run_id"], REPORT_ARTIFACT),
+        "report_url": tracking.run_url(tracking.ui_base(cfg), run["experiment_id"], run["run_id"], REPORT_ARTIFACT),
     }
 
 
