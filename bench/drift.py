@@ -49,7 +49,8 @@ import pandas as pd
 from scipy import stats
 
 from evergreen.config import DriftConfig, EvergreenConfig, load_config
-from evergreen.drift import detect_drift, evidently_report, feature_kind
+from evergreen.drift import detect_drift, feature_kind
+from evergreen.drift_report import evidently_report
 from evergreen.problem import load_problem
 
 SHIFTED = {"temp": 8.0, "dewp": 6.0, "pressure": 4.0}  # column: added offset in the current window

@@ -10,7 +10,7 @@ these variables when it is imported.
 Imports sit at the top of each module, except five heavy packages that some paths through a module
 never use; those are imported inside the functions that need them:
   - great_expectations (seconds of import): only validation runs it (``evergreen.validation``);
-  - evidently: only the drift flow's HTML report (``evergreen.drift.evidently_report``);
+  - evidently: only the drift flow's HTML report (``evergreen.drift_report``);
   - feast: only feature-store calls, and always after ``evergreen.lazy_typecheck.install()`` has run
     at the entry point, which a module-level import could precede (``evergreen.feature_store``);
   - mlflow in ``evergreen.registry``: its errors and constants are read by every flow's shell entry

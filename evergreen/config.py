@@ -79,6 +79,10 @@ class ProblemConfig(_Strict):
 
     name: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
+    # The model card's "intended use" and "limitations" (each registered version's description in
+    # MLflow); empty: a generic sentence built from the names below.
+    intended_use: str = ""
+    limitations: str = ""
     # The module implementing evergreen.problem.Problem (loading, labelling, feature tables); its
     # folder holds the problem's Feast repo (feature_repo/) and suites (expectations/) by default.
     module: Path
@@ -177,6 +181,9 @@ class RegistryConfig(_Strict):
     experiment: str = "evergreen-training"
     # Empty means the embedded default: sqlite:///<home>/mlflow.db
     tracking_uri: str | None = None
+    # Where a browser opens the MLflow UI, for the links in Prefect artifacts. Empty: the tracking
+    # server itself when it is one (http/https), else what `mlflow ui` serves by default.
+    ui_url: str | None = None
     reference_sample_rows: int = Field(20000, ge=100)
 
 

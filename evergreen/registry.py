@@ -4,6 +4,13 @@ Aliases: ``challenger`` (latest gated candidate), ``champion`` (serves), ``previ
 rollback target). Every move is appended to the registered model's tags as
 ``evergreen.alias_log.<seq>`` = JSON {at, alias, from, to, reason, actor, flow_run}: the history
 lives with the registry itself, so a rollback needs nothing else.
+
+The tags stay the machine-readable store: the registry API writes one per move with no run to open,
+any MLflow backend keeps them, and homes made before keep working. A description could not replace
+them (a person may edit it; MLflow's SQL stores cap it at 5,000 characters), nor could a run artifact
+(an alias move has no run, and an artifact cannot be appended to). For people, the registered
+model's description ends with an "Alias history" markdown table (the current aliases and the latest
+moves, newest first), rewritten from the tags on every move; the text above it is left as written.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS = "previous_champion"
 LOG_PREFIX = "evergreen.alias_log."
+HISTORY_HEADING = "## Alias history"
+# MLflow's registered_models.description is a VARCHAR(5000).
+MAX_DESCRIPTION = 5000
 
 
 class RegistryError(RuntimeError):
@@ -237,15 +247,65 @@ def move_aliases(
     except Exception:
         _restore(c, name, snapshot)
         raise
+    show_history(c, name)
+
+
+def _cell(text: str | None) -> str:
+    return "-" if text is None else str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def history_markdown(moves: list[AliasMove], current: dict[str, str], limit: int = MAX_DESCRIPTION) -> str:
+    """The "Alias history" section: current aliases, then the latest moves newest first, as many
+    as fit in ``limit`` characters (the full log: ``evergreen history``)."""
+    now = ", ".join(f"`{a}` v{v}" for a, v in sorted(current.items())) or "none"
+    head = [HISTORY_HEADING, "", f"Current aliases: {now}. Newest first; every move: `evergreen history`.", ""]
+    head += ["| when (UTC) | alias | from | to | by | flow run | why |", "|---|---|---|---|---|---|---|"]
+    text = "\n".join(head)
+    for m in reversed(moves):
+        row = (
+            f"\n| {m.at.replace('+00:00', '')} | `{m.alias}` | {_cell(m.from_version)} | {_cell(m.to_version)} "
+            f"| {_cell(m.actor)} | {_cell(m.flow_run)} | {_cell(m.reason)} |"
+        )
+        if len(text) + len(row) > limit:
+            break
+        text += row
+    return text + "\n"
+
+
+def show_history(c: MlflowClient, name: str) -> None:
+    """Rewrite the "Alias history" section at the end of the registered model's description from
+    the log; the text above it (the problem's description, a person's notes) is kept. Two processes
+    moving aliases at once may leave the table one move behind until the next move: the tags, which
+    history and rollback read, stay exact."""
+    rm = c.get_registered_model(name)
+    above = (rm.description or "").split(HISTORY_HEADING, 1)[0].rstrip()
+    room = MAX_DESCRIPTION - len(above) - 2  # the table takes what the text above leaves
+    table = history_markdown(history(c, name), {k: str(v) for k, v in rm.aliases.items()}, room)
+    c.update_registered_model(name, description=f"{above}\n\n{table}" if above else table)
 
 
 def register(
-    c: MlflowClient, name: str, model_uri: str, run_id: str, tags: dict[str, str], description: str = ""
+    c: MlflowClient,
+    name: str,
+    model_uri: str,
+    run_id: str,
+    tags: dict[str, str],
+    description: str = "",
+    version_description: str = "",
 ) -> str:
+    """A new version of ``name`` (created with ``description`` if missing); ``version_description``
+    is the version's own (its model card), set with the version so that no version lacks it."""
     ensure_model(c, name, description)
     # An MLflow 3 logged model ("models:/m-<id>") must be named by id too, or a tracking server refuses it.
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-    mv = c.create_model_version(name=name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id)
+    mv = c.create_model_version(
+        name=name,
+        source=model_uri,
+        run_id=run_id,
+        tags=tags,
+        description=version_description or None,
+        model_id=model_id,
+    )
     return str(mv.version)
 
 

@@ -228,3 +228,41 @@ def log_model(artifacts: dict[str, str], example: pd.DataFrame, predictions: np.
             code_paths=[str(ROOT / "evergreen")],
         )
     return str(info.model_uri)
+
+
+# --- links and drift checks ------------------------------------------------------------------------------
+
+
+def ui_base(cfg: EvergreenConfig) -> str:
+    """Where a browser opens the MLflow UI: ``registry.ui_url``, else the tracking server itself,
+    else the address ``mlflow ui`` serves by default over a local store."""
+    if cfg.registry.ui_url:
+        return cfg.registry.ui_url.rstrip("/")
+    if cfg.tracking_uri.startswith(("http://", "https://")):
+        return cfg.tracking_uri.rstrip("/")
+    return "http://127.0.0.1:5000"
+
+
+def run_url(base: str, experiment_id: str, run_id: str, artifact_path: str | None = None) -> str:
+    """The MLflow UI's page of a run, or of one of its artifacts (the UI renders HTML artifacts)."""
+    url = f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{url}/artifactPath/{artifact_path}" if artifact_path else url
+
+
+def log_drift_check(
+    cfg: EvergreenConfig, run_name: str, tags: dict[str, str], metrics: dict[str, float], texts: dict[str, str]
+) -> dict[str, str]:
+    """One finished MLflow run per drift check, in the model's experiment: tags, metrics and the
+    files (``{artifact path: text}``). Returns its id, experiment and UI link."""
+    experiment_id = setup(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root)
+    c = MlflowClient(cfg.tracking_uri)
+    run_id = c.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    status = "FAILED"
+    try:
+        log_metrics(cfg.tracking_uri, run_id, metrics)
+        for path, text in texts.items():
+            c.log_text(run_id, text, path)
+        status = "FINISHED"
+    finally:
+        c.set_terminated(run_id, status)
+    return {"run_id": run_id, "experiment_id": experiment_id, "url": run_url(ui_base(cfg), experiment_id, run_id)}

@@ -16,6 +16,7 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from pydantic import PositiveFloat
 
+from evergreen import registry
 from evergreen.config import DEFAULT_CONFIG, load_config, parse_as_of
 from evergreen.drift import in_cooldown
 from evergreen.features import entity_frame, latest_outcome
@@ -28,6 +29,7 @@ from tasks.drift import (
     last_retrain_as_of,
     load_champion,
     load_reference,
+    log_check,
     publish,
     render_report,
     score_current,
@@ -42,6 +44,7 @@ def drift(
     """Compare the last ``lookback_days`` before ``as_of`` with the champion's training reference."""
     logger = get_run_logger()
     cfg = load_config(config)
+    registry.check_tracking(cfg.tracking_uri)  # before the work, not after it
     lookback = lookback_days or cfg.drift.lookback_days
     timings: dict[str, float] = {}
     summary: dict[str, Any] = {"model_name": cfg.registry.model_name, "event": None}
@@ -71,10 +74,11 @@ def drift(
         current = retrieve(cfg, prepared, start, end)
 
     with stage(timings, "decide"):
-        result = decide_drift(cfg, champion, reference, current, score_current(champion, current))
+        scores = score_current(champion, current)
+        result = decide_drift(cfg, champion, reference, current, scores)
     with stage(timings, "report"):
         html = cfg.reports_dir / "drift" / f"drift-{end:%Y%m%dT%H%M}-{(flow_run_id() or 'local')[:8]}.html"
-        render_report(cfg, champion, reference, current, html)
+        report = render_report(cfg, champion, reference, current, scores, result, html)
 
     reasons = list(result.reasons)
     status = "drift" if result.drifted else "calm"
@@ -89,8 +93,11 @@ def drift(
         reasons=reasons,
         severity=result.severity,
         drifted_features=result.drifted_features,
+        drifted_count=result.drifted_count,
+        feature_count=result.feature_count,
+        drifted_share=result.drifted_share,
         report=str(html),
-        timings=timings,
+        evidently=report.as_dict(),  # what the report states, and which count decides
     )
     if status == "drift" and cfg.drift.emit_event:
         event = emit_drift_event(
@@ -100,6 +107,7 @@ def drift(
                 "window_start": window["start"],
                 "window_end": window["end"],
                 "drifted_features": result.drifted_features,
+                "drifted_share": result.drifted_share,
                 "severity": result.severity,
                 "champion_version": champion.version,
                 "reasons": reasons,
@@ -111,14 +119,17 @@ def drift(
         logger.warning("drift detected (severity %.2f): %s", result.severity, "; ".join(reasons))
     else:
         logger.info("no retraining: %s", "; ".join(reasons) or "no feature drifted")
-    publish(summary, result.table, html)
+    with stage(timings, "record"):  # the decision record and the report, in MLflow
+        summary["mlflow"] = log_check(cfg, summary, result, report)
+    summary["timings"] = timings
+    publish(summary, result.table)
     return summary
 
 
 def no_decision(summary: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
     """A documented no-op: the summary and its artifact say why no decision was made."""
     summary.update(status=status, reasons=[reason])
-    publish(summary, [], None)
+    publish(summary, [])
     print(reason)
     return summary
 

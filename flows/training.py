@@ -87,7 +87,7 @@ def training(
         # With rollout enabled, a passing challenger reaches traffic through the canary rollout instead.
         hand_off = decision.passed and cfg.rollout.enabled and decision.champion_version is not None
         with stage(timings, "register"):
-            outcome = register_and_promote(cfg, logged, decision, lineage, reason, run, promote=not hand_off)
+            outcome = register_and_promote(cfg, data, logged, decision, lineage, reason, run, promote=not hand_off)
 
         rollout_summary = None
         if hand_off:

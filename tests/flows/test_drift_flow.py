@@ -94,6 +94,63 @@ def test_a_window_long_after_the_champions_training_drifts_and_emits_one_event(e
     html = open(out["report"]).read()
     assert html.lstrip().lower().startswith("<!doctype html") and len(html) > 10_000  # Evidently's HTML report
     assert all(f in html for f in out["drifted_features"][:3])
+    assert payload["drifted_share"] == out["drifted_share"]
+
+
+def test_the_report_counts_what_the_decision_counts_and_lives_in_mlflow(example_env, champion):
+    """The count Evidently's report states (its saved snapshot) is the decision's, short only of
+    features Evidently cannot test (no values on a side); the share is in the result; the HTML and
+    the decision record are artifacts of a drift-check run in the real MLflow store, linked from the
+    Prefect artifact."""
+    import json
+
+    import mlflow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.drift import drift
+
+    cfg = load_config(_config(example_env, "drift"))
+    out = drift(config=_config(example_env, "drift"), as_of=example_env["example"].drift_as_of[1])
+    assert out["drifted_share"] == pytest.approx(out["drifted_count"] / out["feature_count"])
+    assert out["drifted_count"] == len(out["drifted_features"]) > 0
+
+    snapshot = json.loads(open(out["evidently"]["snapshot_json"]).read())
+    (stated,) = [m["value"] for m in snapshot["metrics"] if m["config"]["type"].endswith(":DriftedColumnsCount")]
+    run_id = out["mlflow"]["run_id"]
+    record = json.loads(
+        open(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="drift/decision.json", tracking_uri=cfg.tracking_uri
+            )
+        ).read()
+    )
+    untested = [r for r in record["table"] if r["kind"] != "prediction" and r["note"]]
+    assert int(stated["count"]) == out["drifted_count"] - sum(r["drifted"] for r in untested)
+    assert len([c for c in snapshot["metrics"] if c["config"]["type"].endswith(":ValueDrift")]) - 1 == (
+        out["feature_count"] - len(untested)
+    )  # every testable feature, and the scores
+    assert record["drifted_share"] == out["drifted_share"] and record["status"] == out["status"]
+    assert record["evidently"]["drifted_count"] == int(stated["count"])
+
+    html = open(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="drift/report.html", tracking_uri=cfg.tracking_uri
+        )
+    ).read()
+    assert 'id="evergreen-decision"' in html and f"{out['drifted_count']} of {out['feature_count']}" in html
+    run = mlflow.MlflowClient(cfg.tracking_uri).get_run(run_id)
+    assert run.data.tags["evergreen.kind"] == "drift-check" and run.info.status == "FINISHED"
+    assert run.data.tags["evergreen.champion_version"] == champion["version"]
+    assert mlflow.MlflowClient(cfg.tracking_uri).get_experiment(run.info.experiment_id).name == "drift-tests"
+    assert out["mlflow"]["report_url"].endswith(f"/runs/{run_id}/artifactPath/drift/report.html")
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["drift-decision"]))
+        )
+    markdown = max(artifacts, key=lambda a: a.created).data
+    assert out["mlflow"]["report_url"] in markdown and f"share {out['drifted_share']:.1%}" in markdown
 
 
 def test_a_window_from_the_champions_own_training_period_is_calm(example_env, champion):

@@ -37,12 +37,13 @@ def assert_one_line_error(run: subprocess.CompletedProcess, url: str, consequenc
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
 
 
-def test_a_run_against_a_stopped_server_fails_before_any_work(env, tmp_path):
+@pytest.mark.parametrize("flow", ["training", "drift"])
+def test_a_run_against_a_stopped_server_fails_before_any_work(env, tmp_path, flow):
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens here
     registry = {**SMALL["registry"], "model_name": MODEL, "tracking_uri": url}
     path = write_config(tmp_path / "c.yaml", env["cfg"].home, "flights", **{**SMALL, "registry": registry})
     run = subprocess.run(
-        training_command(path, env["example"].first_as_of),
+        [sys.executable, "-m", f"flows.{flow}", "--config", str(path), "--as-of", env["example"].first_as_of],
         cwd=ROOT,
         env=process_env(tmp_path),
         capture_output=True,

@@ -171,6 +171,32 @@ def test_second_run_is_gated_against_the_champion(example_env, first, second):
     assert record["verdict"] == second["gate"] and record["champion"] is not None
 
 
+def test_each_version_carries_its_model_card(example_env, first, second):
+    """The registry's description of a version is its card: the windows' dates and row counts, the
+    holdout metrics against the champion, the verdict and its reasons, the features, the lineage."""
+    cfg = example_env["cfg"]
+    c = registry.client(cfg.tracking_uri)
+    for out in (first, second):
+        card = c.get_model_version(cfg.registry.model_name, out["version"]).description
+        run = c.get_run(out["mlflow_run_id"])
+        windows = {k.removeprefix("window."): v[:10] for k, v in run.data.params.items() if k.startswith("window.")}
+        assert windows["start"] in card and windows["holdout_start"] in card and windows["end"] in card
+        assert f"| {out['train_rows']} |" in card and f"| {out['holdout_rows']} |" in card
+        assert f"**Gate verdict: {out['gate'].upper()}**" in card
+        assert all(reason in card for reason in out["gate_reasons"])
+        features = registry.load_champion(cfg.tracking_uri, cfg.registry.model_name).features
+        assert all(f"`{f}`" in card for f in features) and f"Features ({len(features)})" in card
+        assert f"`{cfg.problem.label}`" in card and cfg.problem.intended_use in card
+        assert out["mlflow_run_id"] in card and run.data.tags["evergreen.data_fingerprint"] in card
+        assert f"{out['holdout']['roc_auc']:.4f}" in card and len(card) <= 5000
+        logged = mlflow.artifacts.download_artifacts(
+            run_id=out["mlflow_run_id"], artifact_path="model_card.md", tracking_uri=cfg.tracking_uri
+        )
+        assert open(logged).read().startswith(card.split("*(cut", 1)[0].rstrip())  # whole card on the run
+    assert "cold start" in c.get_model_version(cfg.registry.model_name, first["version"]).description
+    assert "| champion v1 |" in c.get_model_version(cfg.registry.model_name, second["version"]).description
+
+
 def test_identical_rerun_resumes_the_study_and_fails_the_gate(example_env, second):
     from flows.training import training
 

@@ -10,7 +10,8 @@ import pytest
 from scipy import stats
 
 from evergreen.config import DriftConfig
-from evergreen.drift import PREDICTION, detect_drift, evidently_report, ks_test, psi, psi_categorical
+from evergreen.drift import PREDICTION, detect_drift, ks_test, psi, psi_categorical
+from evergreen.drift_report import KS_OR_PSI_TEST, KS_TEST, evidently_report
 
 # No key features unless a test sets them: the share rule alone decides.
 CFG = DriftConfig(key_features=[], drifted_share=0.3)  # one of three features drifting is drift here
@@ -78,14 +79,15 @@ def test_psi_equals_evidently_psi_score(tmp_path):
     numeric = ["cont", "ints", "few"]
     cfg = CFG.model_copy(update={"psi_numeric_columns": numeric})
     html = tmp_path / "sub" / "psi.html"
-    ev = evidently_report(ref, cur, [*numeric, "cat"], cfg, html, sample_rows=5000)
+    ev = evidently_report(ref, cur, [*numeric, "cat"], cfg, html, sample_rows=5000).columns
     assert html.is_file() and html.stat().st_size > 10_000
-    assert {c: ev[c]["method"] for c in ev} == {"cont": "psi", "ints": "psi", "few": "psi", "cat": "psi"}
+    assert ev["cat"]["method"] == "psi" and all(ev[c]["method"].startswith(KS_OR_PSI_TEST) for c in numeric)
     for col in numeric:
         assert psi(ref[col].to_numpy(), cur[col].to_numpy()) == pytest.approx(ev[col]["score"], rel=1e-12), col
     mine = psi_categorical(ref["cat"].value_counts(normalize=True), cur["cat"].value_counts(normalize=True))
     assert mine == pytest.approx(ev["cat"]["score"], rel=1e-12)
-    assert all(ev[c]["drifted"] == (ev[c]["score"] >= cfg.psi_threshold) for c in ev)
+    decided = {r["feature"]: r["drifted"] for r in detect_drift(ref, cur, [*numeric, "cat"], cfg).table}
+    assert {c: ev[c]["drifted"] for c in ev} == decided
 
 
 def test_psi_equals_evidently_stat_test_on_large_integer_columns():
@@ -105,8 +107,9 @@ def test_psi_equals_evidently_stat_test_on_large_integer_columns():
 
 
 def test_detect_drift_agrees_with_evidently_on_real_flights(prepared_flights, tmp_path):
-    """Spring vs December on the real request fields: the same sample, the same thresholds and no
-    effect-size floor (Evidently has none) give the same scores and the same per-column flags."""
+    """Spring vs December on the real request fields: the same sample and the same rules (Evergreen's
+    own tests registered in Evidently) give the same scores, the same per-column flags and the same
+    count, with no effect-size floor and with the default one."""
     f = prepared_flights[[*REAL_NUMERIC, *REAL_CATEGORICAL]]
     month = f["month"]
     # 12 000 reference rows: KS takes scipy's asymptotic path, the one our own code computes.
@@ -115,26 +118,28 @@ def test_detect_drift_agrees_with_evidently_on_real_flights(prepared_flights, tm
     cfg = CFG.model_copy(update={"ks_min_statistic": 1e-9, "psi_numeric_columns": ["distance"]})
     features = [*REAL_NUMERIC, *REAL_CATEGORICAL]
 
-    ev = evidently_report(ref, cur, features, cfg, tmp_path / "real.html", sample_rows=20_000)
+    report = evidently_report(ref, cur, features, cfg, tmp_path / "real.html", sample_rows=20_000)
+    ev = report.columns
     res = detect_drift(ref, cur, features, cfg)
     rows = {r["feature"]: r for r in res.table}
     assert set(ev) == set(rows) == set(features)
     for col in features:
         e, r = ev[col], rows[col]
-        if e["method"] == "ks":
+        if e["method"].startswith(KS_TEST):
             assert e["score"] == pytest.approx(r["p_value"], rel=1e-9, abs=1e-300), col
-            assert e["drifted"] == r["drifted"], col
         else:  # PSI: categoricals, and distance (listed in psi_numeric_columns)
             assert e["score"] == pytest.approx(r["psi"], rel=1e-9), col
-            assert e["drifted"] == (r["psi"] >= cfg.psi_threshold), col
-            if r["kind"] == "categorical":
-                assert e["drifted"] == r["drifted"], col
+        assert e["drifted"] == r["drifted"], col
     flags = [e["drifted"] for e in ev.values()]
     assert any(flags) and not all(flags), "the comparison should see both outcomes"
     assert "month" in res.drifted_features and len(res.drifted_features) > 1
-    # With the default effect-size floor only the real change (another season) remains.
-    floored = detect_drift(ref, cur, features, CFG.model_copy(update={"psi_numeric_columns": ["distance"]}))
+    assert (report.drifted_count, report.column_count) == (res.drifted_count, res.feature_count)
+    # With the default effect-size floor only the real change (another season) remains, in both.
+    cfg = CFG.model_copy(update={"psi_numeric_columns": ["distance"]})
+    floored = detect_drift(ref, cur, features, cfg)
     assert floored.drifted_features == ["month"]
+    report = evidently_report(ref, cur, features, cfg, tmp_path / "floored.html", sample_rows=20_000)
+    assert [c for c, e in report.columns.items() if e["drifted"]] == ["month"] and report.drifted_count == 1
 
 
 def _normal_frames(n_ref: int, n_cur: int, shift: float, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -216,3 +221,39 @@ def test_missing_feature_column_is_named():
         detect_drift(ref, cur.assign(z=1.0), ["x", "z"], CFG)
     with pytest.raises(ValueError, match="wind_gust"):
         evidently_report(ref, cur, ["wind_gust"], CFG, Path("unused.html"), 100)
+
+
+def test_the_report_counts_what_the_decision_counts_and_names_the_difference(tmp_path):
+    """Evidently's DriftedColumnsCount (read back from its saved JSON snapshot) equals the decision's
+    count on the tested columns; a column whose values vanished is the decision's alone, and the
+    page opens with the decision and says which count decides."""
+    import json
+
+    ref, cur = _normal_frames(3000, 2000, shift=0.8, seed=5)
+    ref["z"], cur["z"] = np.linspace(0, 1, 3000), np.nan  # vanished from the window: drifted, untestable
+    features = ["x", "y", "z", "carrier"]
+    rng = np.random.default_rng(1)
+    scores = rng.beta(2, 5, 3000), rng.beta(2, 3, 2000)
+    res = detect_drift(ref, cur, features, CFG, reference_scores=scores[0], current_scores=scores[1])
+    html = tmp_path / "d.html"
+    report = evidently_report(ref, cur, features, CFG, html, sample_rows=5000, scores=scores, decision=res)
+
+    assert res.drifted_features == ["x", "z"] and res.feature_count == 4
+    saved = json.loads(report.snapshot_json.read_text())
+    (count,) = [m["value"] for m in saved["metrics"] if m["config"]["type"].endswith(":DriftedColumnsCount")]
+    assert count["count"] == report.drifted_count == res.drifted_count - 1  # z: no values to test
+    assert report.column_count == 3 and count["share"] == pytest.approx(1 / 3)
+    pred = next(r for r in res.table if r["kind"] == "prediction")
+    assert report.columns[PREDICTION]["score"] == pytest.approx(pred["psi"], rel=1e-9)
+    assert report.columns[PREDICTION]["drifted"] == pred["drifted"]
+    notes = " ".join(report.notes)
+    assert "leaves out z (no values in the current window: drifted)" in notes
+    assert "Evidently counts 1 of 3; the decision's 2 of 4 decides" in notes
+    page = html.read_text()
+    assert page.index('id="evergreen-decision"') < page.index('<div id="root_metric')  # before Evidently's
+    assert "Evidently counts 1 of 3" in page and "2 of 4 features drifted" in page
+
+    # Without the untestable column both count the same, and the page says so.
+    res = detect_drift(ref, cur, ["x", "y", "carrier"], CFG)
+    report = evidently_report(ref, cur, ["x", "y", "carrier"], CFG, html, sample_rows=5000, decision=res)
+    assert report.drifted_count == res.drifted_count == 1 and report.notes[-1] == "Both count 1 of 3."

@@ -59,3 +59,48 @@ def test_failed_multi_alias_move_restores_every_alias(store):
     assert registry.aliases(store, NAME) == before
     # the first move was logged before the failure; the log says what happened, aliases are intact
     assert len(registry.history(store, NAME)) == log_before + 1
+
+
+def test_the_model_description_shows_the_alias_history_as_a_table(store):
+    """The machine-readable log stays in tags; the model page's description ends with a markdown
+    table rewritten from them on every move, newest first, below the text already there."""
+    store.update_registered_model(NAME, description="What this model predicts.")
+    registry.promote(store, NAME, "1", "first | cold start", "run-a")
+    registry.promote(store, NAME, "2", "better", "run-b")
+    registry.rollback(store, NAME, "canary errors", actor="ops")
+    text = store.get_registered_model(NAME).description
+    above, table = text.split(registry.HISTORY_HEADING)
+    assert above.strip() == "What this model predicts."
+    assert "Current aliases: `champion` v1." in table
+    rows = [line for line in table.splitlines() if line.startswith("| 20")]
+    assert len(rows) == len(registry.history(store, NAME)) == 5
+    assert rows[0].split(" | ")[1:4] == ["`previous_champion`", "1", "-"]  # newest first: the rollback's last move
+    assert "| ops | - | rollback: canary errors |" in rows[0]
+    assert rows[-1].endswith("| run-a | first \\| cold start |")  # a pipe in a reason stays in its cell
+    assert text.count(registry.HISTORY_HEADING) == 1  # rewritten, not appended
+
+
+def test_old_homes_with_tags_only_get_the_table_on_the_next_move(store):
+    """A log written before the table existed (tags only) is read as is and shown whole."""
+    import json
+
+    old = registry.AliasMove("2026-01-01T00:00:00+00:00", "champion", None, "1", "old move", "me", None)
+    store.set_registered_model_tag(NAME, f"{registry.LOG_PREFIX}000001", json.dumps(old.__dict__))
+    assert registry.history(store, NAME) == [old]
+    registry.promote(store, NAME, "2", "new move", None)
+    table = store.get_registered_model(NAME).description
+    assert "| 2026-01-01T00:00:00 | `champion` | - | 1 | me | - | old move |" in table
+    assert [m.reason for m in registry.history(store, NAME)] == ["old move", "new move"]
+
+
+def test_the_table_keeps_the_latest_moves_within_the_registry_limit():
+    moves = [
+        registry.AliasMove(
+            f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}", "champion", str(i), str(i + 1), "r" * 80, "me", "x"
+        )
+        for i in range(200)
+    ]
+    text = registry.history_markdown(moves, {"champion": "200"})
+    assert len(text) <= registry.MAX_DESCRIPTION
+    rows = [line for line in text.splitlines() if line.startswith("| 2026")]
+    assert 10 < len(rows) < 200 and rows[0].startswith("| 2026-01-01T00:03:19 |")  # the newest kept
