@@ -60,8 +60,9 @@ def test_a_server_stopped_during_tuning_fails_the_run_in_one_line_and_registers_
     store = tmp_path / "mlflow"
     with running_mlflow_server(store, free_port()) as (url, server):
         registry = {**SMALL["registry"], "model_name": MODEL, "experiment": "tracking-down", "tracking_uri": url}
-        # Enough trials that the server is stopped while the run is tuning, before it logs anything.
-        tuning = {**SMALL["tuning"], "n_trials": 6, "max_boost_rounds": 400, "early_stopping_rounds": 400}
+        # Tuning runs for its whole 30 s time budget (more trials than fit in it), so the server is
+        # killed while the run tunes, before it logs anything, however loaded the machine.
+        tuning = {**SMALL["tuning"], "n_trials": 500, "timeout_seconds": 30, "max_boost_rounds": 400}
         path = write_config(
             tmp_path / "c.yaml", env["cfg"].home, "flights", **{**SMALL, "registry": registry, "tuning": tuning}
         )

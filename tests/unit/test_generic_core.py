@@ -16,6 +16,7 @@ CORE = ("evergreen", "tasks", "flows", "deployments")
 GENERIC = {
     *("year", "month", "day", "hour", "minute", "type", "model", "engine", "engines", "seats", "manufacturer"),
     *("dest", "temp", "date"),  # argparse's dest=, temp files, dates
+    "cancelled",  # a Prefect state (prefect.flow-run.Cancelled)
 }
 DOMAIN_WORDS = {"flight", "flights", "airline", "airport", "aircraft", "plane", "planes", "delay", "delayed"}
 SPEC_FILES = sorted(EXAMPLES.glob("*/config.yaml"))
