@@ -50,7 +50,7 @@ from scipy import stats
 
 from evergreen.config import DriftConfig, EvergreenConfig, load_config
 from evergreen.drift import detect_drift, feature_kind
-from evergreen.drift_report import evidently_report
+from evergreen.drift_report import evidently_report, snapshot_statements
 from evergreen.problem import load_problem
 
 SHIFTED = {"temp": 8.0, "dewp": 6.0, "pressure": 4.0}  # column: added offset in the current window
@@ -173,15 +173,8 @@ def evidently_run(
         )
         .dict()
     )
-    failed = {t["metric_config"]["params"].get("column") for t in data["tests"] if t["status"] == "FAIL"}
-    columns, share, drift_share = {}, float("nan"), preset.drift_share
-    for m in data["metrics"]:
-        kind = m["config"].get("type", "")
-        if kind.endswith(":ValueDrift"):
-            col = m["config"]["column"]
-            columns[col] = {"method": m["config"]["method"], "score": float(m["value"]), "drifted": col in failed}
-        elif kind.endswith(":DriftedColumnsCount"):
-            share = float(m["value"]["share"])
+    columns, count = snapshot_statements(data)
+    share, drift_share = float(count["share"]), preset.drift_share
     return {"columns": columns, "share": share, "dataset_drift": share >= drift_share, "drift_share": drift_share}
 
 

@@ -194,9 +194,9 @@ def evidently_report(
     return report
 
 
-def _read_snapshot(data: dict[str, Any], html_path: Path, ref_rows: int, cur_rows: int) -> DriftReport:
-    """The report's statements from Evidently's snapshot: ValueDrift scores, the verdicts of their
-    tests (FAIL = drift) and DriftedColumnsCount's count and share."""
+def snapshot_statements(data: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """What an Evidently snapshot (``Snapshot.dict()``) states: per column its ValueDrift method, score
+    and verdict (its test FAILed = drift), and DriftedColumnsCount's ``{"count", "share"}``."""
     failed = {t["metric_config"]["params"].get("column") for t in data["tests"] if t["status"] == "FAIL"}
     columns, count = {}, {"count": 0.0, "share": 0.0}
     for m in data["metrics"]:
@@ -206,6 +206,11 @@ def _read_snapshot(data: dict[str, Any], html_path: Path, ref_rows: int, cur_row
             columns[col] = {"method": m["config"]["method"], "score": float(m["value"]), "drifted": col in failed}
         elif kind.endswith(":DriftedColumnsCount"):
             count = m["value"]
+    return columns, count
+
+
+def _read_snapshot(data: dict[str, Any], html_path: Path, ref_rows: int, cur_rows: int) -> DriftReport:
+    columns, count = snapshot_statements(data)
     tested = [c for c in columns if c != PREDICTION]
     return DriftReport(
         html=html_path,

@@ -45,7 +45,8 @@ class RegistryError(RuntimeError):
 
 
 class TrackingUnavailable(RuntimeError):
-    """The MLflow tracking server does not answer: the run stops where it is, nothing is registered."""
+    """The MLflow tracking server does not answer: the run stops where it is (alias moves already
+    made are undone by ``move_aliases``)."""
 
 
 def _answers(tracking_uri: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mlflow import MlflowClient
 from prefect import task
 from prefect.cache_policies import NONE
 
@@ -52,7 +53,7 @@ def register_and_promote(
     }
     if decision.auc_diff:
         tags["evergreen.gate.auc_diff_ci"] = f"[{decision.auc_diff['lower']:+.5f}, {decision.auc_diff['upper']:+.5f}]"
-    card = model_card(cfg, data, decision, lineage, run_id)
+    card = model_card(cfg, c, data, decision, lineage, run_id)
     c.log_text(run_id, card, CARD_ARTIFACT)  # whole, where the description must be cut to fit
     version = registry.register(
         c, name, logged.model_uri, run_id, tags, cfg.problem.description, version_description=fit_description(card)
@@ -69,9 +70,14 @@ def register_and_promote(
 
 
 def model_card(
-    cfg: EvergreenConfig, data: TrainingSet, decision: GateDecision, lineage: dict[str, str], run_id: str
+    cfg: EvergreenConfig,
+    c: MlflowClient,
+    data: TrainingSet,
+    decision: GateDecision,
+    lineage: dict[str, str],
+    run_id: str,
 ) -> str:
-    experiment_id = registry.client(cfg.tracking_uri).get_run(run_id).info.experiment_id
+    experiment_id = c.get_run(run_id).info.experiment_id
     return render_model_card(
         cfg.registry.model_name,
         cfg.problem,
