@@ -36,10 +36,17 @@ TRAIN_AS_OF = "2013-04-01"
 
 
 def api(stack: Stack, method: str, path: str, **kw: Any) -> Any:
-    """One API call; a 503 (the SQLite-backed server busy under load) is retried as Prefect's own
-    client retries it, with backoff, before it counts as a failure."""
+    """One API call; a 503 or a read timeout (the SQLite-backed server busy while a flow trains on
+    the same two cores) is retried as Prefect's own client retries it, with backoff, before it
+    counts as a failure. Only reads are retried after a timeout: a write may have happened."""
+    reads = method == "GET" or path.endswith("/filter")
     for attempt in range(6):
-        r = httpx.request(method, f"{stack.prefect_api_url}{path}", timeout=30, **kw)
+        try:
+            r = httpx.request(method, f"{stack.prefect_api_url}{path}", timeout=60, **kw)
+        except httpx.ReadTimeout:
+            if attempt == 5 or not reads:
+                raise
+            continue
         if r.status_code != 503:
             break
         time.sleep(0.5 * 2**attempt)

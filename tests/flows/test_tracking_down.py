@@ -92,5 +92,7 @@ def test_a_server_stopped_during_tuning_fails_the_run_in_one_line_and_registers_
     assert_one_line_error(completed, url, "the run stopped at its first call after that")
     assert not stdout.strip() or "{" not in stdout  # no result printed
     # The server's own store, read directly: no registered model, no version.
-    client = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
+    # Both URIs named: an earlier flow run in this process set a global registry URI.
+    db = f"sqlite:///{store / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=db, registry_uri=db)
     assert client.search_registered_models() == []
