@@ -147,6 +147,12 @@ class TuningConfig(_Strict):
     # A running trial records a heartbeat this often; one silent for two intervals belongs to a
     # process that died, and the next tuner on the study marks it failed (never counted as done).
     heartbeat_seconds: int = Field(30, ge=1)
+    # The study's database (an SQLAlchemy URL, e.g. postgresql+psycopg://...): tuners on several
+    # machines share it. Empty means the embedded default: sqlite:///<home>/optuna.db
+    storage: str | None = None
+    # Tuners searching the one study at once, each with its own sampler seed and share of the trial
+    # budget, and threads / workers LightGBM threads each. 1 = one search in the flow's process.
+    workers: int = Field(1, ge=1)
 
 
 class GateConfig(_Strict):
@@ -181,6 +187,10 @@ class RegistryConfig(_Strict):
     experiment: str = "evergreen-training"
     # Empty means the embedded default: sqlite:///<home>/mlflow.db
     tracking_uri: str | None = None
+    # Where the experiment keeps its artifacts when Evergreen creates it (e.g. s3://bucket/mlflow or
+    # mlflow-artifacts:/). Empty: <home>/mlartifacts with the embedded store; the server's own
+    # artifact store when tracking_uri is a server.
+    artifact_location: str | None = None
     # Where a browser opens the MLflow UI, for the links in Prefect artifacts. Empty: the tracking
     # server itself when it is one (http/https), else what `mlflow ui` serves by default.
     ui_url: str | None = None
@@ -308,8 +318,13 @@ class EvergreenConfig(_Strict):
         return self.registry.tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
 
     @property
-    def artifact_root(self) -> Path:
-        return self.home / "mlartifacts"
+    def artifact_location(self) -> str | None:
+        """Where a new experiment keeps its artifacts; None leaves it to the tracking server."""
+        if self.registry.artifact_location:
+            return self.registry.artifact_location
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return (self.home / "mlartifacts").as_uri()
 
     # Feast state per project: two problems sharing one home keep their own tables and stores.
     # home/feast/<project> is a link to the published snapshot (evergreen.feature_store.publish_snapshot).
@@ -335,7 +350,7 @@ class EvergreenConfig(_Strict):
 
     @property
     def optuna_storage(self) -> str:
-        return f"sqlite:///{self.home / 'optuna.db'}"
+        return self.tuning.storage or f"sqlite:///{self.home / 'optuna.db'}"
 
     @property
     def reports_dir(self) -> Path:

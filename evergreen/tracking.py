@@ -48,15 +48,15 @@ class LoggedModel:
     holdout_scores: np.ndarray
 
 
-def setup(tracking_uri: str, experiment: str, artifact_root: Path) -> str:
-    """Point MLflow at the store and return the experiment id (created with a local artifact root)."""
+def setup(tracking_uri: str, experiment: str, artifact_location: str | None) -> str:
+    """Point MLflow at the store and return the experiment id (created in ``artifact_location``,
+    or where the tracking server keeps artifacts when None)."""
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
-        location = artifact_root.as_uri() if "://" not in str(artifact_root) else str(artifact_root)
-        return str(mlflow.create_experiment(experiment, artifact_location=location))
+        return str(mlflow.create_experiment(experiment, artifact_location=artifact_location))
     return str(exp.experiment_id)
 
 
@@ -254,7 +254,7 @@ def log_drift_check(
 ) -> dict[str, str]:
     """One finished MLflow run per drift check, in the model's experiment: tags, metrics and the
     files (``{artifact path: text}``). Returns its id, experiment and UI link."""
-    experiment_id = setup(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root)
+    experiment_id = setup(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_location)
     c = MlflowClient(cfg.tracking_uri)
     run_id = c.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
     status = "FAILED"

@@ -178,20 +178,66 @@ def _finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def tune(
+@dataclass(frozen=True)
+class TuningPlan:
+    """What is left of a study's trial budget, split into one share per tuner.
+
+    Shares make the budget exact however many tuners run at once: each tuner runs exactly its
+    share, so no two can both take "the last" trial (a shared stop condition such as Optuna's
+    MaxTrialsCallback is checked after a trial ends and overshoots by up to tuners - 1)."""
+
+    study_name: str
+    budget: int
+    done: int
+    shares: tuple[int, ...]
+
+    @property
+    def remaining(self) -> int:
+        return sum(self.shares)
+
+
+def open_study(storage: str, study_name: str, cfg: TuningConfig, seed: int) -> optuna.Study:
+    """The persistent study, created on first use; every tuner opens it with its own sampler seed
+    so parallel tuners do not propose the same parameters."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name=study_name,
+        storage=study_storage(storage, cfg.heartbeat_seconds),
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=30),
+    )
+
+
+def plan_tuning(
+    storage: str, study_name: str, cfg: TuningConfig, n_trials: int | None = None, workers: int | None = None
+) -> TuningPlan:
+    """Create the study once (its schema too, before any tuner starts), fail a dead run's trials,
+    and split what is left of the budget between ``workers`` (default ``cfg.workers``) tuners."""
+    study = open_study(storage, study_name, cfg, cfg.seed)
+    fail_stale_trials(study)  # before counting: a dead run's trial is not done
+    budget = n_trials if n_trials is not None else cfg.n_trials
+    done = _finished(study)
+    remaining = max(budget - done, 0)
+    workers = min(workers or cfg.workers, remaining) or 1
+    shares = tuple(remaining // workers + (i < remaining % workers) for i in range(workers))
+    return TuningPlan(study_name, budget, done, shares)
+
+
+def run_tuner(
     data: TrainingSet,
     cfg: TuningConfig,
     storage: str,
-    study_name: str,
-    n_trials: int | None = None,
+    plan: TuningPlan,
+    tuner: int,
     progress: Callable[[str], None] | None = None,
-) -> tuple[TuningResult, optuna.Study]:
-    """TPE search with median pruning on a time split of the training window; the study persists
-    in ``storage`` so an interrupted run resumes where it stopped (same name, same data).
-
-    The budget counts finished trials only (complete or pruned): a trial left behind by a killed
-    process is failed once its heartbeat is stale and is run again, not counted."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+) -> None:
+    """Run tuner ``tuner``'s share of the plan: TPE search with median pruning on a time split of the
+    training window. Each tuner builds its own datasets, as it would on another machine."""
+    n = plan.shares[tuner]
+    if not n:
+        return
     train, columns, label = data.train, data.columns, data.label
     fit = train[train[EVENT_TIMESTAMP] < data.windows.validation_start]
     valid = train[train[EVENT_TIMESTAMP] >= data.windows.validation_start]
@@ -201,8 +247,9 @@ def tune(
             f"{len(valid)} validation rows: widen window.train_days or window.validation_days"
         )
     categories = learn_categories(fit, columns, data.categorical)
-    params0 = base_params(cfg)
-    # Built once and shared by every trial: binning does not depend on the searched parameters.
+    # Tuners x LightGBM threads never exceeds the cores (oversubscription is many times slower).
+    params0 = {**base_params(cfg), "num_threads": max(1, threads(cfg) // len(plan.shares))}
+    # Built once and shared by every trial of this tuner: binning does not depend on the searched parameters.
     dfit = lgb.Dataset(
         to_model_frame(fit, columns, categories),
         fit[label],
@@ -212,6 +259,7 @@ def tune(
     dvalid = lgb.Dataset(to_model_frame(valid, columns, categories), valid[label], reference=dfit, free_raw_data=False)
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("tuner", tuner)
         params = {**params0, **_suggest(trial)}
         booster = lgb.train(
             params,
@@ -227,40 +275,23 @@ def tune(
         trial.set_user_attr("best_iteration", int(booster.best_iteration or booster.current_iteration()))
         return float(booster.best_score["valid"]["auc"])
 
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=study_storage(storage, cfg.heartbeat_seconds),
-        direction="maximize",
-        load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=cfg.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=30),
+    study = open_study(storage, plan.study_name, cfg, cfg.seed + tuner)
+    callbacks = [_progress_callback(progress, plan.budget)] if progress else []
+    # One trial at a time per tuner (n_jobs=1), each with its share of the cores.
+    study.optimize(
+        objective, n_trials=n, timeout=cfg.timeout_seconds, n_jobs=1, gc_after_trial=False, callbacks=callbacks
     )
-    fail_stale_trials(study)  # before counting: a dead run's trial is not done
-    budget = n_trials if n_trials is not None else cfg.n_trials
-    done = _finished(study)
-    remaining = max(budget - done, 0)
-    search_seconds = search_cpu_seconds = 0.0
-    if remaining:
-        started, cpu_started = time.perf_counter(), time.process_time()
-        # One trial at a time, each using every core: trials x threads never exceeds the cores.
-        callbacks = [_progress_callback(progress, budget)] if progress else []
-        study.optimize(
-            objective,
-            n_trials=remaining,
-            timeout=cfg.timeout_seconds,
-            n_jobs=1,
-            gc_after_trial=False,
-            callbacks=callbacks,
-        )
-        search_seconds = round(time.perf_counter() - started, 3)
-        search_cpu_seconds = round(time.process_time() - cpu_started, 3)
-    elif progress:
-        progress(f"study {study_name} already holds {done} finished trials: resuming with none to run")
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not complete:
-        raise RuntimeError(f"Optuna study '{study_name}' has no completed trial; raise tuning.timeout_seconds")
-    best = study.best_trial
+
+
+def summarise_tuning(
+    storage: str, cfg: TuningConfig, plan: TuningPlan, search_seconds: float, search_cpu_seconds: float
+) -> tuple[TuningResult, optuna.Study]:
+    """The study after its tuners: best trial, counts, and whether time ran out before the budget."""
+    study = open_study(storage, plan.study_name, cfg, cfg.seed)
     trials = study.get_trials(deepcopy=False)
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
+        raise RuntimeError(f"Optuna study '{plan.study_name}' has no completed trial; raise tuning.timeout_seconds")
+    best = study.best_trial
     finished = _finished(study)
     history = [{"number": t.number, "state": t.state.name, "value": t.value, **t.params} for t in trials]
     result = TuningResult(
@@ -269,17 +300,41 @@ def tune(
         best_value=float(best.value or 0.0),
         n_trials=finished,
         n_pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
-        study_name=study_name,
-        budget=budget,
+        study_name=plan.study_name,
+        budget=plan.budget,
         n_failed=sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
-        trials_run=finished - done,
+        trials_run=finished - plan.done,
         # Optuna checks its timeout between trials: short of the budget after the timeout means it stopped there.
-        stopped_at_time_budget=finished < budget and search_seconds >= cfg.timeout_seconds,
+        stopped_at_time_budget=finished < plan.budget and search_seconds >= cfg.timeout_seconds,
         history=history,
         search_seconds=search_seconds,
         search_cpu_seconds=search_cpu_seconds,
     )
     return result, study
+
+
+def tune(
+    data: TrainingSet,
+    cfg: TuningConfig,
+    storage: str,
+    study_name: str,
+    n_trials: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[TuningResult, optuna.Study]:
+    """The whole search as one tuner in this process (parallel tuners are the tasks layer's: it runs
+    ``run_tuner`` per share as Prefect work); the study persists in ``storage`` so an interrupted run
+    resumes where it stopped (same name, same data).
+
+    The budget counts finished trials only (complete or pruned): a trial left behind by a killed
+    process is failed once its heartbeat is stale and is run again, not counted."""
+    plan = plan_tuning(storage, study_name, cfg, n_trials, workers=1)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    run_tuner(data, cfg, storage, plan, 0, progress)
+    if not plan.remaining and progress:
+        progress(f"study {study_name} already holds {plan.done} finished trials: resuming with none to run")
+    seconds = round(time.perf_counter() - started, 3) if plan.remaining else 0.0
+    cpu = round(time.process_time() - cpu_started, 3) if plan.remaining else 0.0
+    return summarise_tuning(storage, cfg, plan, seconds, cpu)
 
 
 PROGRESS_EVERY_SECONDS = 15.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
@@ -21,8 +22,12 @@ from evergreen.tracking import LoggedModel
 from evergreen.training import (
     TrainedModel,
     TrainingSet,
+    TuningPlan,
     TuningResult,
     Windows,
+    plan_tuning,
+    run_tuner,
+    summarise_tuning,
     train_final,
     tune,
 )
@@ -39,18 +44,31 @@ def retrieve_training_set(cfg: EvergreenConfig, prepared: pd.DataFrame, windows:
 
 @task(name="tune-hyperparameters", cache_policy=NONE)
 def tune_model(cfg: EvergreenConfig, data: TrainingSet, n_trials: int | None) -> tuple[TuningResult, optuna.Study]:
+    """The search: one tuner here, or ``tuning.workers`` tuner task runs on one shared study, each
+    with its own seed and share of the budget, on the flow's task runner."""
     study_name = data.study_name(cfg.registry.model_name, cfg.digest)
-    result, study = tune(
-        data,
-        cfg.tuning,
-        cfg.optuna_storage,
-        study_name,
-        n_trials,
-        progress=get_run_logger().info,
-    )
+    logger = get_run_logger()
+    if cfg.tuning.workers == 1:
+        result, study = tune(data, cfg.tuning, cfg.optuna_storage, study_name, n_trials, progress=logger.info)
+    else:
+        plan = plan_tuning(cfg.optuna_storage, study_name, cfg.tuning, n_trials)
+        logger.info(
+            "tuning: %d of %d trials left, %d tuners with shares %s",
+            plan.remaining,
+            plan.budget,
+            len(plan.shares),
+            list(plan.shares),
+        )
+        started, cpu_started = time.perf_counter(), time.process_time()
+        runs = [run_tuner_share.submit(cfg, data, plan, i) for i in range(len(plan.shares))]
+        for run in runs:
+            run.result()
+        seconds = round(time.perf_counter() - started, 3)
+        cpu = round(time.process_time() - cpu_started, 3)
+        result, study = summarise_tuning(cfg.optuna_storage, cfg.tuning, plan, seconds, cpu)
     # A search cut short by its time budget, or a dead tuner's trial, is said where people look.
     short = result.stopped_at_time_budget or result.n_failed
-    log = get_run_logger().warning if short else get_run_logger().info
+    log = logger.warning if short else logger.info
     log("tuning: %s", result.summary(cfg.tuning.timeout_seconds))
     table_artifact(
         [{"trial": h["number"], "state": h["state"], "valid_auc": h["value"]} for h in result.history],
@@ -58,6 +76,11 @@ def tune_model(cfg: EvergreenConfig, data: TrainingSet, n_trials: int | None) ->
         f"Optuna study {study_name}: best valid AUC {result.best_value:.4f}",
     )
     return result, study
+
+
+@task(name="run-tuner", cache_policy=NONE, task_run_name="run-tuner-{tuner}")
+def run_tuner_share(cfg: EvergreenConfig, data: TrainingSet, plan: TuningPlan, tuner: int) -> None:
+    run_tuner(data, cfg.tuning, cfg.optuna_storage, plan, tuner, progress=get_run_logger().info)
 
 
 @task(name="train-final-model", cache_policy=NONE)
@@ -78,7 +101,7 @@ def log_run(
 ) -> LoggedModel:
     """One MLflow run: params, metrics, lineage tags, the search, reference sample and profile, the model."""
     train, holdout = data.train, data.holdout
-    experiment_id = tracking.setup(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root)
+    experiment_id = tracking.setup(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_location)
     holdout_scores = model.predict(holdout)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{tags['evergreen.as_of'][:10]}") as run:
         mlflow.set_tags(tags)

@@ -208,7 +208,7 @@ def _register_faulty(world, fail_after: int) -> str:
     from evergreen import tracking
 
     cfg = world["cfg"]
-    exp = tracking.setup(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_root)
+    exp = tracking.setup(cfg.tracking_uri, cfg.registry.experiment, cfg.artifact_location)
     champion = registry.alias_version(world["client"], MODEL, registry.CHAMPION)
     inner = mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{champion}", dst_path=str(world["tmp"] / "inner"))
     signature = mlflow.models.get_model_info(f"models:/{MODEL}/{champion}").signature
