@@ -146,7 +146,7 @@ class TuningResult:
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-def _suggest(trial: optuna.Trial) -> dict[str, Any]:
+def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
     return {
         "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
         "num_leaves": trial.suggest_int("num_leaves", 15, 255, log=True),
@@ -260,7 +260,7 @@ def run_tuner(
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("tuner", tuner)
-        params = {**params0, **_suggest(trial)}
+        params = {**params0, **suggest_params(trial)}
         booster = lgb.train(
             params,
             dfit,
