@@ -9,9 +9,10 @@ Endpoints: ``POST /predict`` (``{"rows": [...]}``, each row in the problem's ``r
 
 The registry is the source of truth for *which* versions serve: the gateway re-reads the aliases
 every ``serving.reload_seconds`` and whenever a webhook arrives. The webhook sets *how much* traffic
-the canary gets; that weight is kept in ``<home>/serving/state.json`` across restarts. No ``@canary``
-alias means weight 0, so a rollback that could not reach the gateway still takes effect on its next
-alias read.
+the canary gets; the gateway that receives it records the weight on the canary's model version
+(tag ``evergreen.canary_weight``), and every replica reads it there with the aliases: replicas behind
+a load balancer agree within one reload, and a restart keeps the weight. No ``@canary`` alias means
+weight 0, so a rollback that could not reach the gateway still takes effect on its next alias read.
 """
 
 from __future__ import annotations
@@ -79,7 +80,6 @@ class Gateway:
         self.feast_lock = threading.Lock()
         self.reload_lock = threading.Lock()
         self.models: dict[str, Loaded | None] = {role: None for role in ROLES}
-        self.state_file = cfg.serving_dir / "state.json"
         self.weight = 0.0
         self.last_reload: float | None = None
         self.reload_error: str | None = None
@@ -122,6 +122,7 @@ class Gateway:
         with self.reload_lock:
             try:
                 wanted = {role: registry.alias_version(self._client, self.name, role) for role in ROLES}
+                weight = registry.canary_weight(self._client, self.name, wanted[CANARY])
                 loaded = {
                     role: (
                         None
@@ -137,8 +138,8 @@ class Gateway:
                 raise
             with self.lock:
                 self.models = loaded
-                if loaded[CANARY] is None and self.weight:
-                    self._set_weight(0.0, None)
+                self.weight = weight
+                self.metrics.weight.set(weight)
                 self.last_reload, self.reload_error = time.time(), None
             self.metrics.reloads.labels("ok").inc()
             return wanted
@@ -150,23 +151,11 @@ class Gateway:
             except Exception:  # noqa: S112 - recorded in reload_error and the reloads counter
                 continue
 
-    def _set_weight(self, weight: float, canary_version: str | None) -> None:
+    def _set_weight(self, weight: float, version: str) -> None:
+        """Record the weight where every replica reads it, then apply it here at once."""
+        registry.set_canary_weight(self._client, self.name, version, weight)
         self.weight = weight
         self.metrics.weight.set(weight)
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"weight": weight, "canary_version": canary_version, "at": time.time()}))
-        tmp.replace(self.state_file)
-
-    def restore_state(self) -> None:
-        """Re-apply the persisted weight only if it was set for the canary the registry still names."""
-        if not self.state_file.is_file():
-            return
-        state = json.loads(self.state_file.read_text())
-        canary = self.models[CANARY]
-        if canary is not None and state.get("canary_version") == canary.version:
-            self.weight = float(state.get("weight", 0.0))
-            self.metrics.weight.set(self.weight)
 
     # ── features and prediction ─────────────────────────────────────────────────────────────────
     def open_store(self) -> tuple[FeatureStore, FeatureService]:
@@ -368,11 +357,12 @@ class Gateway:
             return self._reject(
                 409, "alias_mismatch", f"registry @champion is {wanted[registry.CHAMPION]}, payload says {version}"
             )
+        try:
+            with self.lock:
+                self._set_weight(weight if action == "shift" else 0.0, version)
+        except Exception as e:
+            return self._reject(503, "registry_unavailable", f"cannot record the weight in the registry: {e}")
         with self.lock:
-            if action == "shift":
-                self._set_weight(weight, version)
-            else:
-                self._set_weight(0.0, None)
             result = {
                 "applied": True,
                 "action": action,
@@ -410,7 +400,6 @@ def create_app(cfg: EvergreenConfig, secret: str | None) -> FastAPI:
         gw.reload()
     except Exception as e:  # the poller keeps trying; /health says what is wrong
         log.warning("initial alias read failed: %s", e)
-    gw.restore_state()
     gw.open_store()
     threading.Thread(target=gw.poll, name="alias-poller", daemon=True).start()
     app = FastAPI(title="Evergreen serving gateway", version="1")

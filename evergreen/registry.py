@@ -182,6 +182,22 @@ def alias_version(c: MlflowClient, name: str, alias: str) -> str | None:
         return None
 
 
+# The canary's share of traffic (percent), on the canary's model version: every gateway replica reads
+# it from the registry they share, and a new canary version starts at 0 with no tag to reset.
+CANARY_WEIGHT_TAG = "evergreen.canary_weight"
+
+
+def canary_weight(c: MlflowClient, name: str, version: str | None) -> float:
+    """The weight recorded on ``version`` (0 when none is, or when there is no canary)."""
+    if version is None:
+        return 0.0
+    return float(c.get_model_version(name, version).tags.get(CANARY_WEIGHT_TAG, 0.0))
+
+
+def set_canary_weight(c: MlflowClient, name: str, version: str, weight: float) -> None:
+    c.set_model_version_tag(name, version, CANARY_WEIGHT_TAG, f"{weight:g}")
+
+
 def aliases(c: MlflowClient, name: str) -> dict[str, str]:
     from mlflow.exceptions import MlflowException
 
@@ -244,6 +260,8 @@ def move_aliases(
     snapshot = aliases(c, name)
     try:
         for alias, to in moves:
+            if alias == "canary" and to is not None and to != snapshot.get("canary"):
+                set_canary_weight(c, name, to, 0.0)  # a version becoming the canary starts with no traffic
             _move(c, name, alias, to, reason, actor, flow_run)
     except Exception:
         _restore(c, name, snapshot)

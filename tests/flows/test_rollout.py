@@ -433,3 +433,33 @@ def test_the_secret_comes_from_a_prefect_secret_block_or_the_environment_and_is_
     records = (cfg.reports_dir / "rollout").glob("*.json")
     assert all(SECRET not in p.read_text() for p in records)
     assert SECRET not in (world["tmp"] / "gateway.log").read_text()
+
+
+def test_replicas_behind_a_load_balancer_agree_on_the_canary_weight(world):
+    """Two gateway processes on one registry: the webhook reaches one, both serve its weight, and a
+    replica started afterwards starts with it."""
+    c, cfg = world["client"], world["cfg"]
+    champion = _aliases(world)["champion"]
+    canary = next(v for v in ("1", "2") if v != champion)
+    registry.move_aliases(c, MODEL, [("canary", canary)], "test: replicas", None)
+    try:
+        with running_gateway(
+            Path(world["base"]), free_port(), world["tmp"] / "replica.log", {"EVERGREEN_TEST_ROLLOUT_SECRET": SECRET}
+        ) as replica:
+            post_signed(
+                cfg.rollout.webhook_url, _payload("shift", canary, 40, 1), SECRET, timeout=10, retries=0, backoff=0
+            )
+            assert _health(world)["canary_weight"] == 40  # the one the webhook reached, at once
+            deadline = time.monotonic() + 10  # the other, on its next alias reload (reload_seconds: 1)
+            while (
+                httpx.get(f"{replica}/health", timeout=5).json()["canary_weight"] != 40 and time.monotonic() < deadline
+            ):
+                time.sleep(0.2)
+            assert httpx.get(f"{replica}/health", timeout=5).json()["canary_weight"] == 40
+        assert registry.canary_weight(c, MODEL, canary) == 40
+        with running_gateway(Path(world["base"]), free_port(), world["tmp"] / "late.log") as late:
+            assert httpx.get(f"{late}/health", timeout=5).json()["canary_weight"] == 40
+    finally:
+        registry.move_aliases(c, MODEL, [("canary", None)], "test: replicas done", None)
+        post_signed(cfg.rollout.webhook_url, _payload("rollback", canary, 0), SECRET, timeout=10, retries=0, backoff=0)
+    assert _health(world)["canary_weight"] == 0
