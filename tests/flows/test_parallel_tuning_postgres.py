@@ -1,0 +1,85 @@
+"""Parallel tuners on one study in a real PostgreSQL (a server from the Debian package, started once
+for the test run): the study lives in the database the URL names, the budget is exact, the tuners'
+parameters are distinct, and two tuners starting on a database without Optuna's schema do not race
+to create it (``plan_tuning`` creates schema and study once, before any tuner starts)."""
+
+from __future__ import annotations
+
+import threading
+
+import optuna
+import pytest
+
+from evergreen.config import TuningConfig
+from evergreen.training import open_study, plan_tuning
+from tests.conftest import write_config
+from tests.flows.conftest import SMALL
+from tests.servers import PostgresServer, postgresql_server
+
+__all__ = ["postgresql_server"]  # the fixture shared by the test run, used by name below
+
+pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
+
+BUDGET = 7  # not a multiple of the tuners: the shares are 4 and 3
+
+
+def public_tables(server: PostgresServer, url: str) -> list[str]:
+    with server.connect(url.rsplit("/", 1)[1]) as conn:
+        rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+        return sorted(name for (name,) in rows)
+
+
+def test_two_tuners_on_a_brand_new_postgres_database_share_one_study(env, tmp_path, postgresql_server):
+    from flows.training import training
+
+    storage = postgresql_server.create_database()
+    assert public_tables(postgresql_server, storage) == []  # no Optuna schema yet: the tuners' first run
+    tuning = {**SMALL["tuning"], "n_trials": BUDGET, "workers": 2, "storage": storage, "threads": 1}
+    registry = {**SMALL["registry"], "model_name": "parallel-pg-model", "experiment": "parallel-pg"}
+    path = write_config(
+        tmp_path / "c.yaml", env["cfg"].home, "flights", **{**SMALL, "tuning": tuning, "registry": registry}
+    )
+
+    result = training(config=str(path), as_of=env["example"].first_as_of, reason="manual")
+
+    assert "studies" in public_tables(postgresql_server, storage)  # the schema is PostgreSQL's, not a file's
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+    assert len(trials) == BUDGET  # not one trial more: each tuner ran exactly its share
+    assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)
+    by_tuner = sorted(sum(t.user_attrs["tuner"] == i for t in trials) for i in (0, 1))
+    assert by_tuner == [3, 4]
+    params = {tuple(sorted(t.params.items())) for t in trials}
+    assert len(params) == BUDGET  # own sampler seeds: no tuner repeats another's parameters
+    assert result["tuning_trials"] == BUDGET
+
+
+def test_tuners_open_the_planned_study_at_once_on_a_brand_new_database(postgresql_server):
+    """Without the flow's training: the plan creates schema and study, then two tuners open it in the
+    same instant (what the flow's tuner tasks do) and both see the one study. Without the plan the
+    same two opens race to create the schema and one fails (UniqueViolation on pg_type's index)."""
+    storage = postgresql_server.create_database()
+    assert public_tables(postgresql_server, storage) == []
+    cfg = TuningConfig(n_trials=BUDGET, workers=2, storage=storage)
+    plan = plan_tuning(storage, "at-once", cfg)
+    assert plan.shares == (4, 3)
+
+    start = threading.Barrier(2)
+    opened: dict[int, str] = {}
+    errors: list[BaseException] = []
+
+    def tuner(i: int) -> None:
+        try:
+            start.wait(timeout=30)
+            opened[i] = open_study(storage, plan.study_name, cfg, cfg.seed + i).study_name
+        except BaseException as exc:  # re-raised in the test's thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=tuner, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert opened == {0: "at-once", 1: "at-once"}
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["at-once"]
