@@ -16,6 +16,20 @@ pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
 BUDGET = 7  # not a multiple of the tuners: the shares are 4 and 3
 
 
+def assert_one_study_ran_exactly_its_budget(storage: str, result: dict) -> optuna.study.StudySummary:
+    """Two tuners, BUDGET trials: no trial more, every one finished, shares 3 and 4, no repeats."""
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+    assert len(trials) == BUDGET  # not one trial more: each tuner ran exactly its share
+    assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)
+    by_tuner = sorted(sum(t.user_attrs["tuner"] == i for t in trials) for i in (0, 1))
+    assert by_tuner == [3, 4]
+    params = {tuple(sorted(t.params.items())) for t in trials}
+    assert len(params) == BUDGET  # own sampler seeds: no tuner repeats another's parameters
+    assert result["tuning_trials"] == BUDGET
+    return summary
+
+
 def test_two_tuners_share_one_study_and_run_exactly_its_budget(env, tmp_path):
     from flows.training import training
 
@@ -35,15 +49,7 @@ def test_two_tuners_share_one_study_and_run_exactly_its_budget(env, tmp_path):
 
     result = training(config=str(path), as_of=env["example"].first_as_of, reason="manual")
 
-    (summary,) = optuna.get_all_study_summaries(storage)
-    trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
-    assert len(trials) == BUDGET  # not one trial more: each tuner ran exactly its share
-    assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)
-    by_tuner = sorted(sum(t.user_attrs["tuner"] == i for t in trials) for i in (0, 1))
-    assert by_tuner == [3, 4]
-    params = {tuple(sorted(t.params.items())) for t in trials}
-    assert len(params) == BUDGET  # own sampler seeds: no tuner repeats another's parameters
-    assert result["tuning_trials"] == BUDGET
+    summary = assert_one_study_ran_exactly_its_budget(storage, result)
     # The home's default study database is untouched: the URL was used.
     home_db = env["cfg"].home / "optuna.db"
     if home_db.exists():

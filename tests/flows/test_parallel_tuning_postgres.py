@@ -14,13 +14,12 @@ from evergreen.config import TuningConfig
 from evergreen.training import open_study, plan_tuning
 from tests.conftest import write_config
 from tests.flows.conftest import SMALL
+from tests.flows.test_parallel_tuning import BUDGET, assert_one_study_ran_exactly_its_budget
 from tests.servers import PostgresServer, postgresql_server
 
 __all__ = ["postgresql_server"]  # the fixture shared by the test run, used by name below
 
 pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
-
-BUDGET = 7  # not a multiple of the tuners: the shares are 4 and 3
 
 
 def public_tables(server: PostgresServer, url: str) -> list[str]:
@@ -43,15 +42,7 @@ def test_two_tuners_on_a_brand_new_postgres_database_share_one_study(env, tmp_pa
     result = training(config=str(path), as_of=env["example"].first_as_of, reason="manual")
 
     assert "studies" in public_tables(postgresql_server, storage)  # the schema is PostgreSQL's, not a file's
-    (summary,) = optuna.get_all_study_summaries(storage)
-    trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
-    assert len(trials) == BUDGET  # not one trial more: each tuner ran exactly its share
-    assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)
-    by_tuner = sorted(sum(t.user_attrs["tuner"] == i for t in trials) for i in (0, 1))
-    assert by_tuner == [3, 4]
-    params = {tuple(sorted(t.params.items())) for t in trials}
-    assert len(params) == BUDGET  # own sampler seeds: no tuner repeats another's parameters
-    assert result["tuning_trials"] == BUDGET
+    assert_one_study_ran_exactly_its_budget(storage, result)
 
 
 def test_tuners_open_the_planned_study_at_once_on_a_brand_new_database(postgresql_server):
