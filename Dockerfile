@@ -1,11 +1,12 @@
 # Evergreen image, installed from uv.lock with the prod group (drivers for PostgreSQL, Redis and S3;
-# Prefect's Docker and Kubernetes workers). Multi-stage: build tools stay out of the runtime.
+# Prefect's Docker and Kubernetes workers; Dask for tuners on a cluster). Multi-stage: build tools stay out of the runtime.
 # Build: docker build -t evergreen .
 # Default command, a Prefect worker:  docker run -e PREFECT_API_URL=http://prefect:4200/api evergreen
 #   (EVERGREEN_WORK_POOL picks the pool, default evergreen-process; a process worker runs flows from /app)
 # The main job once, on the embedded default: docker run -v $PWD/state:/data evergreen python -m flows.main
 # Serving gateway: docker run -p 8800:8800 -e EVERGREEN_ROLLOUT_SECRET -v $PWD/state:/data evergreen \
 #                  python -m deployments.gateway --host 0.0.0.0
+# A tuner on a Dask cluster: docker run evergreen dask worker tcp://dask-scheduler:8786 --nthreads 1
 # Flow runs started by a Docker or Kubernetes work pool use this image with their own command.
 
 FROM python:3.11-slim AS build

@@ -96,7 +96,7 @@ def check_home(config: Path) -> None:
     from evergreen.config import load_config
 
     cfg = load_config(config)
-    missing = [str(p) for p in (cfg.feast_online_store, cfg.feast_registry) if not p.is_file()]
+    missing = [p for p in (cfg.feast_online_store, cfg.feast_registry) if not Path(p).is_file()]
     if missing:
         sys.exit(
             f"{cfg.home}: {', '.join(missing)} not found; build the home first "
@@ -297,7 +297,7 @@ def check_values(cfg: Any, reader: StoreReader | SqliteReader, rows: list[dict[s
 def online_store(config: Path) -> Path:
     from evergreen.config import load_config
 
-    return load_config(config).feast_online_store
+    return Path(load_config(config).feast_online_store)
 
 
 def run_variant(variant: str, config: Path, requests_path: Path, base: Path, warmup: int) -> dict[str, float]:

@@ -88,7 +88,8 @@ class Gateway:
         self.served: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._stop = threading.Event()
         self._store: FeatureStore | None = None
-        self._snapshot = ""  # the Feast snapshot folder the store reads
+        self._snapshot = ""  # the Feast snapshot the store reads
+        self._snapshot_checked = -float("inf")  # when the published snapshot was last read (monotonic)
         self._views: dict[str, tuple[str, list[str]]] = {}
         self._service: FeatureService | None = None
         self._ttl: dict[str, float] = {}
@@ -158,15 +159,31 @@ class Gateway:
         self.metrics.weight.set(weight)
 
     # ── features and prediction ─────────────────────────────────────────────────────────────────
+    def published(self) -> str:
+        """The published Feast snapshot: on the embedded default where the link points (per request,
+        one readlink); from shared stores the pointer, read at most once per reload interval."""
+        from evergreen.feature_store import published_snapshot
+
+        if self.cfg.feast_is_local and not self.cfg.features.shared_stores:
+            return os.path.realpath(self.cfg.feast_dir)
+        now = time.monotonic()
+        if now - self._snapshot_checked >= self.cfg.serving.reload_seconds:
+            self._snapshot_checked = now
+            return published_snapshot(self.cfg) or ""
+        return self._snapshot
+
     def open_store(self) -> tuple[FeatureStore, FeatureService]:
         """Build the Feast store before serving (Feast's import and registry read take seconds), and
-        again when the features flow has published a new snapshot (the link points elsewhere)."""
+        again when the features flow has published a new snapshot."""
         from evergreen.feature_store import get_store, join_keys
 
-        snapshot = os.path.realpath(self.cfg.feast_dir)
+        snapshot = self.published()
         with self.feast_lock:
             if self._store is None or self._service is None or snapshot != self._snapshot:
-                store = get_store(self.cfg)
+                pinned = self.cfg
+                if not self.cfg.feast_is_local or self.cfg.features.shared_stores:
+                    pinned = self.cfg.model_copy(update={"feast_state": snapshot or None})
+                store = get_store(pinned)
                 service = store.get_feature_service(self.cfg.features.feature_service)
                 self._keys = join_keys(store, self.cfg.features.feature_service)
                 # feature -> its view's TTL in seconds (0 = never expires)

@@ -14,8 +14,12 @@ Semantics, per entity row and feature view (those of Feast's duckdb store):
 * a row with no match, or with a null join key, is kept with nulls: the row count is preserved.
 
 Unlike Feast's store, rows come back in the entity dataframe's order. Requests this store does not
-plan itself (an SQL entity query, on-demand views, non-parquet or remote sources, field mappings,
+plan itself (an SQL entity query, on-demand views, non-parquet sources, field mappings,
 ``filter_by_created_timestamp``) go to Feast's own implementation unchanged.
+
+Parquet sources may be local files or ``s3://`` objects. S3 objects are read through pyarrow's S3
+filesystem (the standard AWS_* variables: credentials, region, ``AWS_ENDPOINT_URL`` for MinIO or
+another S3 API), for joins and for materialisation alike, so no DuckDB extension is needed.
 
     offline_store:
       type: evergreen.asof_store.AsofOfflineStore
@@ -23,7 +27,7 @@ plan itself (an SQL entity query, on-demand views, non-parquet or remote sources
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,11 +37,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from feast.data_format import ParquetFormat
+from feast.data_source import DataSource
 from feast.errors import SavedDatasetLocationAlreadyExists
 from feast.feature_view import FeatureView
 from feast.infra.offline_stores import offline_utils
 from feast.infra.offline_stores.duckdb import DuckDBOfflineStore, DuckDBOfflineStoreConfig
 from feast.infra.offline_stores.file_source import FileSource
+from feast.infra.offline_stores.ibis import pull_all_from_table_or_query_ibis, pull_latest_from_table_or_query_ibis
 from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.on_demand_feature_view import OnDemandFeatureView
@@ -85,8 +91,13 @@ class _View:
         base = fv.projection.name_alias or fv.name
         self.outputs = [f"{base}__{f}" if full_feature_names else f for f in self.features]
 
-    def sql(self, event_col: str) -> str:
-        """This view's feature columns, one row per entity row, in the entity rows' order."""
+    @property
+    def remote(self) -> bool:
+        return self.path.startswith("s3://")
+
+    def sql(self, event_col: str, table: str | None = None) -> str:
+        """This view's feature columns, one row per entity row, in the entity rows' order; ``table``
+        names a registered arrow table holding the source (else DuckDB reads the local file)."""
         keys = [(f"__k{i}", feature_key, entity_key) for i, (feature_key, entity_key) in enumerate(self.keys.items())]
         src_cols = [f"{_ident(fk)} AS {k}" for k, fk, _ in keys]
         src_cols.append(f"CAST({_ident(self.timestamp)} AS TIMESTAMPTZ) AS {_TS}")
@@ -112,7 +123,7 @@ class _View:
             ]
         entity_keys = "".join(f", {_ident(ek)}" for ek in dict.fromkeys(ek for _, _, ek in keys))
         return (
-            f"WITH s AS (SELECT {', '.join(src_cols)} FROM read_parquet({_literal(self.path)}){dedup}),\n"
+            f"WITH s AS (SELECT {', '.join(src_cols)} FROM {table or f'read_parquet({_literal(self.path)})'}{dedup}),\n"
             f"e AS (SELECT {_ROW}, CAST({_ident(event_col)} AS TIMESTAMPTZ) AS {_TS}{entity_keys} FROM {_ENTITIES})\n"
             f"SELECT {', '.join(values)} FROM e ASOF LEFT JOIN s ON {' AND '.join(on)} ORDER BY e.{_ROW}"
         )
@@ -129,7 +140,9 @@ def _plannable(feature_views: list[FeatureView], feature_refs: list[str]) -> boo
             return False
         if not (isinstance(source.file_format, ParquetFormat) or source.file_format is None):
             return False
-        if "://" in source.path or not Path(source.path).is_file() or source.resolve_credentials():
+        if source.resolve_credentials():
+            return False
+        if not source.path.startswith("s3://") and ("://" in source.path or not Path(source.path).is_file()):
             return False
     return True
 
@@ -166,8 +179,12 @@ class AsofRetrievalJob(RetrievalJob):
             con.register(_ENTITIES, entities)
             # The entity columns go through DuckDB as well: the types Feast's store (ibis on DuckDB) returns.
             table = con.sql(f"SELECT * EXCLUDE ({_ROW}) FROM {_ENTITIES} ORDER BY {_ROW}").to_arrow_table()
-            for view in self._views:  # one query per view; its columns are appended, rows already aligned
-                part = con.sql(view.sql(self._event_col)).to_arrow_table()
+            for i, view in enumerate(self._views):  # one query per view; columns appended, rows aligned
+                table_name = None
+                if view.remote:
+                    table_name = f"__evergreen_source_{i}"
+                    con.register(table_name, read_source(view.path))
+                part = con.sql(view.sql(self._event_col, table_name)).to_arrow_table()
                 for name in part.column_names:
                     table = table.append_column(name, part.column(name))
             return table
@@ -201,8 +218,109 @@ class AsofRetrievalJob(RetrievalJob):
         pq.write_table(self.to_arrow(timeout=timeout), path)
 
 
+def read_source(path: str) -> pa.Table:
+    """A parquet source, local or in S3 (pyarrow's filesystems; AWS_* variables for S3)."""
+    return pq.read_table(path)
+
+
+def _ibis_source(source: DataSource, repo_path: str) -> Any:
+    """An S3 parquet FileSource as an ibis table, for Feast's ibis pulls (materialisation)."""
+    import ibis
+
+    assert isinstance(source, FileSource)
+    return ibis.memtable(read_source(source.path))
+
+
+def _no_writes(table: pa.Table, source: DataSource, repo_path: str) -> None:
+    raise NotImplementedError("the ASOF store's pulls are read-only")
+
+
+def _s3_parquet(source: DataSource) -> bool:
+    """A plain parquet source in S3: read here (Feast's store would need DuckDB's httpfs extension,
+    which DuckDB downloads at run time); every other source goes to Feast's store."""
+    return (
+        isinstance(source, FileSource)
+        and source.path.startswith("s3://")
+        and isinstance(source.file_format, ParquetFormat | None)
+        and not source.field_mapping
+        and not source.resolve_credentials()
+    )
+
+
 class AsofOfflineStore(DuckDBOfflineStore):
     """Feast's duckdb store with the historical retrieval planned as ASOF JOINs."""
+
+    @staticmethod
+    def pull_latest_from_table_or_query(
+        config: RepoConfig,
+        data_source: DataSource,
+        join_key_columns: list[str],
+        feature_name_columns: list[str],
+        timestamp_field: str,
+        created_timestamp_column: str | None,
+        start_date: datetime,
+        end_date: datetime,
+    ) -> RetrievalJob:
+        """Feast's own pull (latest row per key in the range); S3 sources read through pyarrow."""
+        if not _s3_parquet(data_source):
+            return DuckDBOfflineStore.pull_latest_from_table_or_query(
+                config,
+                data_source,
+                join_key_columns,
+                feature_name_columns,
+                timestamp_field,
+                created_timestamp_column,
+                start_date,
+                end_date,
+            )
+        return pull_latest_from_table_or_query_ibis(
+            config=config,
+            data_source=data_source,
+            join_key_columns=join_key_columns,
+            feature_name_columns=feature_name_columns,
+            timestamp_field=timestamp_field,
+            created_timestamp_column=created_timestamp_column,
+            start_date=start_date,
+            end_date=end_date,
+            data_source_reader=_ibis_source,
+            data_source_writer=_no_writes,
+        )
+
+    @staticmethod
+    def pull_all_from_table_or_query(
+        config: RepoConfig,
+        data_source: DataSource,
+        join_key_columns: list[str],
+        feature_name_columns: list[str],
+        timestamp_field: str,
+        created_timestamp_column: str | None = None,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+    ) -> RetrievalJob:
+        """Feast's own pull of every row in the range; S3 sources read through pyarrow."""
+        if not _s3_parquet(data_source):
+            return DuckDBOfflineStore.pull_all_from_table_or_query(
+                config,
+                data_source,
+                join_key_columns,
+                feature_name_columns,
+                timestamp_field,
+                created_timestamp_column,
+                start_date,
+                end_date,
+            )
+        return pull_all_from_table_or_query_ibis(
+            config=config,
+            data_source=data_source,
+            join_key_columns=join_key_columns,
+            feature_name_columns=feature_name_columns,
+            timestamp_field=timestamp_field,
+            created_timestamp_column=created_timestamp_column,
+            start_date=start_date,
+            end_date=end_date,
+            data_source_reader=_ibis_source,
+            data_source_writer=_no_writes,
+        )
 
     @staticmethod
     def get_historical_features(

@@ -128,6 +128,61 @@ class FeaturesConfig(_Strict):
     project: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     # Point-in-time joins: "asof" = DuckDB ASOF JOIN (evergreen.asof_store), "duckdb" = Feast's own store.
     offline_store: Literal["asof", "duckdb"] = "asof"
+    # Shared Feast state, for workers on several machines; each empty = the embedded default in the home.
+    # Where snapshots' feature tables go: a folder, or s3://bucket/prefix (credentials and endpoint from
+    # the standard AWS_* variables, e.g. AWS_ENDPOINT_URL for MinIO). Default: <home>/feast.
+    files_url: str | None = None
+    # Feast's SQL registry: an SQLAlchemy URL (e.g. postgresql+psycopg://...). Default: a registry.db
+    # file in each snapshot.
+    registry_url: str | None = None
+    # Feast's Redis online store: redis://[:password@]host:port[/db] (rediss:// for TLS). Default: an
+    # SQLite file in each snapshot.
+    online_url: str | None = None
+
+    @field_validator("files_url", "registry_url", "online_url", mode="before")
+    @classmethod
+    def _blank_is_default(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("files_url")
+    @classmethod
+    def _files_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if "://" in v and not v.startswith("s3://"):
+            raise ValueError(f"{v!r}: feature files go to a local folder or an s3://bucket/prefix URL")
+        if "://" not in v and not Path(v).is_absolute():
+            raise ValueError(f"{v!r}: give an absolute folder (or s3://bucket/prefix)")
+        return v.rstrip("/")
+
+    @field_validator("registry_url")
+    @classmethod
+    def _registry_url(cls, v: str | None) -> str | None:
+        if v is not None and "://" not in v:
+            raise ValueError(f"{v!r}: Feast's SQL registry takes an SQLAlchemy URL, e.g. postgresql+psycopg://host/db")
+        return v
+
+    @field_validator("online_url")
+    @classmethod
+    def _online_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://")):
+            raise ValueError(f"{v!r}: the shared online store is Redis: redis://[:password@]host:port[/db]")
+        return v
+
+    @model_validator(mode="after")
+    def _remote_files_need_shared_stores(self) -> FeaturesConfig:
+        if self.files_url and self.files_url.startswith("s3://") and not (self.registry_url and self.online_url):
+            raise ValueError(
+                "files_url is in S3, so the registry and the online store must be shared too: set "
+                "features.registry_url (SQL) and features.online_url (Redis)"
+            )
+        return self
+
+    @property
+    def shared_stores(self) -> bool:
+        """True when the registry or online store outlives a snapshot: each snapshot is then its own
+        Feast project in them (published and retired whole)."""
+        return bool(self.registry_url or self.online_url)
 
 
 class WindowConfig(_Strict):
@@ -153,6 +208,15 @@ class TuningConfig(_Strict):
     # Tuners searching the one study at once, each with its own sampler seed and share of the trial
     # budget, and threads / workers LightGBM threads each. 1 = one search in the flow's process.
     workers: int = Field(1, ge=1)
+    # A Dask scheduler (tcp://host:8786) whose workers run the tuners instead of the flow run's
+    # process: each tuner then has its Dask worker's cores (``threads``, default all of them), so run
+    # Dask workers with one thread each. Empty = tuners on threads of the flow run's process.
+    dask_address: str | None = None
+
+    @field_validator("dask_address", mode="before")
+    @classmethod
+    def _blank_is_none(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
 
 
 class GateConfig(_Strict):
@@ -301,8 +365,8 @@ class EvergreenConfig(_Strict):
     rollout: RolloutConfig = RolloutConfig()
     serving: ServingConfig = ServingConfig()
     source_file: Path | None = Field(None, exclude=True)
-    # A Feast state folder other than the published one: the features flow builds a new snapshot in it.
-    feast_state: Path | None = Field(None, exclude=True)
+    # The Feast snapshot this config reads or builds ("<project>@<stamp>"); None: the published one.
+    feast_state: str | None = Field(None, exclude=True)
     digest: str = Field("", exclude=True)
 
     @field_validator("home")
@@ -326,27 +390,46 @@ class EvergreenConfig(_Strict):
             return None
         return (self.home / "mlartifacts").as_uri()
 
-    # Feast state per project: two problems sharing one home keep their own tables and stores.
-    # home/feast/<project> is a link to the published snapshot (evergreen.feature_store.publish_snapshot).
+    # Feast state per project: two problems sharing one home keep their own tables and stores. Each
+    # features run builds a snapshot <feast_root>/<project>@<stamp> and publishes it
+    # (evergreen.feature_store.publish_snapshot): locally, <feast_root>/<project> is a link to it.
+    @property
+    def feast_root(self) -> str:
+        return self.features.files_url or str(self.home / "feast")
+
+    @property
+    def feast_is_local(self) -> bool:
+        return not self.feast_root.startswith("s3://")
+
     @property
     def published_feast_dir(self) -> Path:
-        return self.home / "feast" / self.features.project
+        return Path(self.feast_root) / self.features.project
 
     @property
-    def feast_dir(self) -> Path:
-        return self.feast_state or self.published_feast_dir
+    def feast_dir(self) -> str:
+        """The snapshot's folder (or S3 prefix); locally, without a snapshot named, the published link."""
+        return f"{self.feast_root}/{self.feast_state or self.features.project}"
 
     @property
-    def features_dir(self) -> Path:
-        return self.feast_dir / "features"
+    def features_dir(self) -> str:
+        return f"{self.feast_dir}/features"
 
     @property
-    def feast_registry(self) -> Path:
-        return self.feast_dir / "registry.db"
+    def feast_project(self) -> str:
+        """The snapshot's Feast project: the problem's own, or one per snapshot in shared stores."""
+        if not self.features.shared_stores:
+            return self.features.project
+        if self.feast_state is None:
+            raise RuntimeError("a Feast snapshot must be named to open shared stores (feature_store.pinned)")
+        return self.feast_state.replace("@", "_")
 
     @property
-    def feast_online_store(self) -> Path:
-        return self.feast_dir / "online.db"
+    def feast_registry(self) -> str:
+        return self.features.registry_url or f"{self.feast_dir}/registry.db"
+
+    @property
+    def feast_online_store(self) -> str:
+        return f"{self.feast_dir}/online.db"
 
     @property
     def optuna_storage(self) -> str:

@@ -19,15 +19,22 @@ EVENT_TIMESTAMP = "event_timestamp"  # Feast's name for the instant of a request
 KNOWN_AT = "known_at"  # the entity frame's name for when a request's label became known
 
 
-def write_feature_tables(tables: dict[str, pd.DataFrame], folder: Path) -> dict[str, Path]:
-    """Write each table atomically (temp file + rename) so a reader never sees half a file."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write_feature_tables(tables: dict[str, pd.DataFrame], folder: str | Path) -> dict[str, str]:
+    """Write one parquet file per table into a folder or an s3:// prefix; returns their locations.
+
+    Locally each file is written aside and renamed, so a reader never sees half a file; an S3 object
+    appears whole when its upload completes.
+    """
     paths = {}
     for name, frame in tables.items():
-        path = folder / f"{name}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(path)
+        path = f"{folder}/{name}.parquet"
+        if str(folder).startswith("s3://"):
+            frame.to_parquet(path, index=False)  # pyarrow's S3 filesystem: AWS_* variables
+        else:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            tmp = Path(f"{path}.tmp")
+            frame.to_parquet(tmp, index=False)
+            tmp.replace(path)
         paths[name] = path
     return paths
 

@@ -136,7 +136,9 @@ def load_champion(tracking_uri: str, name: str) -> Champion | None:
         return None
     mv = c.get_model_version(name, version)
     mlflow.set_tracking_uri(tracking_uri)
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    # Through this client's registry, not MLflow's process-wide one: a registry URI inherited from
+    # the environment (MLFLOW_REGISTRY_URI, which set_registry_uri exports) may name another store.
+    model = mlflow.pyfunc.load_model(c.get_model_version_download_uri(name, version))
     schema = model.metadata.get_input_schema()
     if schema is None:
         raise RegistryError(f"model '{name}' v{version} was logged without an input signature")

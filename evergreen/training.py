@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -232,9 +233,11 @@ def run_tuner(
     plan: TuningPlan,
     tuner: int,
     progress: Callable[[str], None] | None = None,
+    own_cores: bool = False,
 ) -> None:
     """Run tuner ``tuner``'s share of the plan: TPE search with median pruning on a time split of the
-    training window. Each tuner builds its own datasets, as it would on another machine."""
+    training window. Each tuner builds its own datasets, as it would on another machine. The plan's
+    tuners share this machine's cores unless ``own_cores`` (one tuner per Dask worker)."""
     n = plan.shares[tuner]
     if not n:
         return
@@ -248,7 +251,9 @@ def run_tuner(
         )
     categories = learn_categories(fit, columns, data.categorical)
     # Tuners x LightGBM threads never exceeds the cores (oversubscription is many times slower).
-    params0 = {**base_params(cfg), "num_threads": max(1, threads(cfg) // len(plan.shares))}
+    sharing = 1 if own_cores else len(plan.shares)
+    params0 = {**base_params(cfg), "num_threads": max(1, threads(cfg) // sharing)}
+    ran_by = f"{socket.gethostname()}/{os.getpid()}"  # which machine and process, when tuners are spread
     # Built once and shared by every trial of this tuner: binning does not depend on the searched parameters.
     dfit = lgb.Dataset(
         to_model_frame(fit, columns, categories),
@@ -260,6 +265,7 @@ def run_tuner(
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("tuner", tuner)
+        trial.set_user_attr("host", ran_by)
         params = {**params0, **suggest_params(trial)}
         booster = lgb.train(
             params,
@@ -293,7 +299,10 @@ def summarise_tuning(
         raise RuntimeError(f"Optuna study '{plan.study_name}' has no completed trial; raise tuning.timeout_seconds")
     best = study.best_trial
     finished = _finished(study)
-    history = [{"number": t.number, "state": t.state.name, "value": t.value, **t.params} for t in trials]
+    history = [
+        {"number": t.number, "state": t.state.name, "value": t.value, "host": t.user_attrs.get("host"), **t.params}
+        for t in trials
+    ]
     result = TuningResult(
         best_params={**best.params, "bagging_freq": 1},
         best_iteration=int(best.user_attrs.get("best_iteration", 100)),

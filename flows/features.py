@@ -71,7 +71,7 @@ def features(config: str = DEFAULT_CONFIG, materialize_online: bool = True) -> d
         "rows": rows,
         "views": views,
         "snapshot": str(snapshot),
-        "feature_dir": str(cfg.features_dir),
+        "feature_dir": staged.features_dir,
         "timings": timings,
     }
 

@@ -29,6 +29,7 @@ import pandas as pd
 from prefect import flow
 from pydantic import PositiveInt
 
+from evergreen import feature_store
 from evergreen.config import EvergreenConfig, load_config
 from evergreen.registry import Champion
 from evergreen.replay import (
@@ -158,8 +159,8 @@ def replay(
     out_dir = Path(output) if output else cfg.reports_dir / "replay" / run_id
 
     # ── 1. Features, one config per strategy, the week plan ────────────────────────────────────
-    if rebuild_features or not (cfg.feast_registry.is_file() and any(cfg.features_dir.glob("*.parquet"))):
-        print(f"building features under {cfg.features_dir}")
+    if rebuild_features or feature_store.published_snapshot(cfg) is None:
+        print(f"building features under {cfg.feast_root}")
         features(config=config)
     written = write_strategy_configs(cfg, run_id, cfg.home / "replay-configs" / run_id)
     configs = {s: str(written[s]) for s in chosen}

@@ -3,8 +3,6 @@ and retrieve point-in-time correct training frames."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
@@ -48,7 +46,7 @@ def materialize(cfg: EvergreenConfig, start: pd.Timestamp, end: pd.Timestamp) ->
 
 
 @task(name="publish-snapshot", cache_policy=NONE)
-def publish(staged: EvergreenConfig) -> Path:
+def publish(staged: EvergreenConfig) -> str:
     """Swap the staged Feast snapshot in for readers, in one step."""
     return feature_store.publish_snapshot(staged)
 

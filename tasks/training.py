@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -12,6 +14,7 @@ import optuna
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
+from prefect.futures import PrefectFuture
 from prefect.logging import get_run_logger
 
 from evergreen import feature_store, tracking
@@ -29,7 +32,6 @@ from evergreen.training import (
     run_tuner,
     summarise_tuning,
     train_final,
-    tune,
 )
 from tasks.common import table_artifact, talks_to_tracking
 
@@ -42,45 +44,102 @@ def retrieve_training_set(cfg: EvergreenConfig, prepared: pd.DataFrame, windows:
     return TrainingSet.from_frame(frame, windows, columns, cfg.problem)
 
 
-@task(name="tune-hyperparameters", cache_policy=NONE)
 def tune_model(cfg: EvergreenConfig, data: TrainingSet, n_trials: int | None) -> tuple[TuningResult, optuna.Study]:
-    """The search: one tuner here, or ``tuning.workers`` tuner task runs on one shared study, each
-    with its own seed and share of the budget, on the flow's task runner."""
-    study_name = data.study_name(cfg.registry.model_name, cfg.digest)
-    logger = get_run_logger()
-    if cfg.tuning.workers == 1:
-        result, study = tune(data, cfg.tuning, cfg.optuna_storage, study_name, n_trials, progress=logger.info)
-    else:
-        plan = plan_tuning(cfg.optuna_storage, study_name, cfg.tuning, n_trials)
-        logger.info(
-            "tuning: %d of %d trials left, %d tuners with shares %s",
-            plan.remaining,
-            plan.budget,
-            len(plan.shares),
-            list(plan.shares),
+    """The search, as task runs of the flow: plan the study's budget, run one tuner per share
+    (``tuning.workers``: on threads here, or on the Dask cluster at ``tuning.dask_address``), then
+    summarise. Not a task itself: a tuner sent to Dask carries its parent task's parameters along,
+    and those would be the whole training set again."""
+    plan = plan_search(cfg, data, n_trials)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    if plan.remaining:
+        run_tuners(cfg, data, plan)
+    seconds = round(time.perf_counter() - started, 3) if plan.remaining else 0.0
+    cpu = round(time.process_time() - cpu_started, 3) if plan.remaining else 0.0
+    return summarise_search(cfg, plan, seconds, cpu)
+
+
+@task(name="plan-tuning", cache_policy=NONE)
+def plan_search(cfg: EvergreenConfig, data: TrainingSet, n_trials: int | None) -> TuningPlan:
+    """Create the study once (before any tuner opens it) and split what is left of its budget."""
+    plan = plan_tuning(cfg.optuna_storage, data.study_name(cfg.registry.model_name, cfg.digest), cfg.tuning, n_trials)
+    where = f"the Dask cluster at {cfg.tuning.dask_address}" if cfg.tuning.dask_address else "this run's process"
+    if plan.remaining:
+        get_run_logger().info(
+            "tuning: %d of %d trials left, %d tuner(s) with shares %s on %s",
+            *(plan.remaining, plan.budget, len(plan.shares), list(plan.shares), where),
         )
-        started, cpu_started = time.perf_counter(), time.process_time()
-        runs = [run_tuner_share.submit(cfg, data, plan, i) for i in range(len(plan.shares))]
-        for run in runs:
-            run.result()
-        seconds = round(time.perf_counter() - started, 3)
-        cpu = round(time.process_time() - cpu_started, 3)
-        result, study = summarise_tuning(cfg.optuna_storage, cfg.tuning, plan, seconds, cpu)
+    else:
+        get_run_logger().info(
+            "study %s already holds %d finished trials: resuming with none to run", plan.study_name, plan.done
+        )
+    return plan
+
+
+@task(name="summarise-tuning", cache_policy=NONE)
+def summarise_search(
+    cfg: EvergreenConfig, plan: TuningPlan, seconds: float, cpu: float
+) -> tuple[TuningResult, optuna.Study]:
+    result, study = summarise_tuning(cfg.optuna_storage, cfg.tuning, plan, seconds, cpu)
     # A search cut short by its time budget, or a dead tuner's trial, is said where people look.
     short = result.stopped_at_time_budget or result.n_failed
-    log = logger.warning if short else logger.info
+    log = get_run_logger().warning if short else get_run_logger().info
     log("tuning: %s", result.summary(cfg.tuning.timeout_seconds))
     table_artifact(
-        [{"trial": h["number"], "state": h["state"], "valid_auc": h["value"]} for h in result.history],
+        [
+            {"trial": h["number"], "state": h["state"], "valid_auc": h["value"], "host": h["host"]}
+            for h in result.history
+        ],
         "tuning-trials",
-        f"Optuna study {study_name}: best valid AUC {result.best_value:.4f}",
+        f"Optuna study {plan.study_name}: best valid AUC {result.best_value:.4f}",
     )
     return result, study
 
 
+def run_tuners(cfg: EvergreenConfig, data: TrainingSet, plan: TuningPlan) -> None:
+    """One tuner task run per share of the plan, all at once: on Prefect's Dask task runner on the
+    cluster at ``tuning.dask_address`` (reported like any task run; the tuners need only the study's
+    database), else on the flow's task runner: threads of this run's process."""
+    tuners = range(len(plan.shares))
+    address = cfg.tuning.dask_address
+    if not address:
+        wait([run_tuner_share.submit(cfg, data, plan, i) for i in tuners])  # the flow's thread pool
+        return
+    from prefect_dask.task_runners import DaskTaskRunner
+
+    with ExitStack() as stack:
+        try:
+            runner = stack.enter_context(DaskTaskRunner(address=address))
+            client = runner.client  # connects on first use
+        except OSError as e:
+            raise RuntimeError(
+                f"cannot reach the Dask scheduler at {address} (tuning.dask_address, EVERGREEN_DASK_ADDRESS): "
+                f"{e}. Start it (`dask scheduler`, then `dask worker <address> --nthreads 1` per tuner) or "
+                "leave the setting empty to tune in this run's process."
+            ) from e
+        shipped = client.scatter(data)  # the training set goes to the cluster once, not once per tuner
+        wait([runner.submit(run_tuner_share, tuner_parameters(cfg, shipped, plan, i)) for i in tuners])
+
+
+def tuner_parameters(cfg: EvergreenConfig, data: Any, plan: TuningPlan, tuner: int) -> dict[str, Any]:
+    return {"cfg": cfg, "data": data, "plan": plan, "tuner": tuner}
+
+
+def wait(runs: list[PrefectFuture[None]]) -> None:
+    for run in runs:
+        run.result()  # raises the first tuner's error
+
+
 @task(name="run-tuner", cache_policy=NONE, task_run_name="run-tuner-{tuner}")
 def run_tuner_share(cfg: EvergreenConfig, data: TrainingSet, plan: TuningPlan, tuner: int) -> None:
-    run_tuner(data, cfg.tuning, cfg.optuna_storage, plan, tuner, progress=get_run_logger().info)
+    run_tuner(
+        data,
+        cfg.tuning,
+        cfg.optuna_storage,
+        plan,
+        tuner,
+        progress=get_run_logger().info,
+        own_cores=bool(cfg.tuning.dask_address),
+    )
 
 
 @task(name="train-final-model", cache_policy=NONE)

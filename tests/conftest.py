@@ -102,14 +102,22 @@ def wait_healthy(url: str, proc: subprocess.Popen, log_path: Path, what: str, ti
 
 
 @contextmanager
-def running_mlflow_server(store: Path, port: int) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A real MLflow tracking server on 127.0.0.1:``port`` with its stores in ``store``, in its own
-    process group (its workers stop with it); yields (URL, process) once /health answers."""
+def running_mlflow_server(
+    store: Path,
+    port: int,
+    backend: str | None = None,
+    artifacts: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real MLflow tracking server on 127.0.0.1:``port`` in its own process group (its workers stop
+    with it); yields (URL, process) once /health answers. Its stores: ``backend`` and ``artifacts``
+    (e.g. PostgreSQL and s3://, with ``env`` reaching them), else files in ``store`` (also its log)."""
     store.mkdir(parents=True, exist_ok=True)
     log_path = store / "server.log"
     command = [
         *(sys.executable, "-m", "mlflow", "server"),
-        *("--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "art")),
+        *("--backend-store-uri", backend or f"sqlite:///{store / 'mlflow.db'}"),
+        *("--artifacts-destination", artifacts or str(store / "art")),
         *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
     ]
     with log_path.open("w") as log:
@@ -119,7 +127,7 @@ def running_mlflow_server(store: Path, port: int) -> Iterator[tuple[str, subproc
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            env={**os.environ, **(env or {}), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
         url = f"http://127.0.0.1:{port}"
         try:

@@ -1,7 +1,7 @@
-"""Real servers from Debian packages for tests: PostgreSQL and Redis, each on a free 127.0.0.1 port
-with its own temp folder, stopped by whoever started it.
+"""Real servers for tests: PostgreSQL and Redis from Debian packages, an S3 API from PyPI (moto's
+server mode), a Dask cluster from PyPI (distributed), each on a free 127.0.0.1 port with its own temp folder, stopped by whoever started it.
 
-A test module takes the fixtures ``postgresql_server`` and ``redis_server`` by importing them
+A test module takes the fixtures ``postgresql_server``, ``redis_server`` and ``s3_server`` by importing them
 (``from tests.servers import postgresql_server``: ``pytest_plugins`` would fail once another module
 has imported this one first). Each importing module gets its own server, kept until the run ends
 (a second server costs about a second). A test that needs a server of its own (to see it stop)
@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -276,6 +277,141 @@ def running_redis(timeout: float = START_TIMEOUT) -> Iterator[str]:
             stop(proc, signal.SIGTERM)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A running S3 API: ``env`` holds the standard AWS_* variables that point boto3, pyarrow and
+    MLflow at it; ``create_bucket()`` makes a new, empty bucket."""
+
+    url: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "MLFLOW_S3_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": "evergreen-test",
+            "AWS_SECRET_ACCESS_KEY": "evergreen-test-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def client(self) -> Any:
+        import boto3
+
+        env = self.env
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
+        )
+
+    def create_bucket(self, name: str | None = None) -> str:
+        name = name or f"test-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+@contextmanager
+def running_s3(timeout: float = START_TIMEOUT) -> Iterator[S3Server]:
+    """moto's S3 server (state in memory) as its own process, yielded once it answers."""
+    base = Path(tempfile.mkdtemp(prefix="evergreen-s3-"))
+    try:
+        port = free_port()
+        log_path = base / "moto.log"
+        with log_path.open("w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+                cwd=base,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = S3Server(f"http://{HOST}:{port}")
+        try:
+
+            def ready() -> bool:
+                import botocore.exceptions
+
+                try:
+                    server.client().list_buckets()
+                    return True
+                except botocore.exceptions.EndpointConnectionError:
+                    return False
+
+            wait_until(ready, proc, log_path, f"moto S3 server on port {port}", timeout)
+            yield server
+        finally:
+            stop(proc, signal.SIGTERM)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class DaskCluster:
+    """A running Dask scheduler and its workers (one thread each): ``address`` for clients,
+    ``worker_pids`` the processes that run tasks."""
+
+    address: str
+    worker_pids: frozenset[int]
+
+
+@contextmanager
+def running_dask(workers: int = 2, timeout: float = START_TIMEOUT) -> Iterator[DaskCluster]:
+    """A ``dask scheduler`` and ``workers`` one-thread ``dask worker`` processes (distributed, from
+    PyPI) on 127.0.0.1, yielded once every worker has joined."""
+    from distributed import Client
+
+    base = Path(tempfile.mkdtemp(prefix="evergreen-dask-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        port = free_port()
+        address = f"tcp://{HOST}:{port}"
+        scheduler_log = base / "scheduler.log"
+        argv = {
+            "scheduler": [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+            + ["--host", HOST, "--port", str(port), "--no-dashboard"],
+            "worker": [sys.executable, "-m", "distributed.cli.dask_worker", address]
+            + ["--host", HOST, "--nthreads", "1", "--no-dashboard", "--local-directory", str(base)],
+        }
+        for name, count in (("scheduler", 1), ("worker", workers)):
+            for i in range(count):
+                with (base / f"{name}-{i}.log").open("w") as log:
+                    procs.append(
+                        subprocess.Popen(
+                            argv[name], cwd=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                        )
+                    )
+        try:
+
+            def ready() -> bool:
+                try:
+                    with Client(address, timeout=2) as client:
+                        return len(client.scheduler_info(n_workers=-1)["workers"]) == workers
+                except OSError:
+                    return False
+
+            wait_until(ready, procs[0], scheduler_log, f"dask scheduler with {workers} workers on port {port}", timeout)
+            with Client(address, timeout=10) as client:
+                pids = frozenset(client.run(os.getpid).values())
+            yield DaskCluster(address, pids)
+        finally:
+            for proc in reversed(procs):
+                stop(proc, signal.SIGTERM)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    with running_s3() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

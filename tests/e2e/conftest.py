@@ -16,8 +16,11 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Protocol
 
+import httpx
 import pytest
 
 from deployments.stack import COMPONENTS, POOL_NAME, StackConfig, free_ports, group_alive, read_pid
@@ -28,6 +31,16 @@ HOST = "127.0.0.1"
 WORKER_POLL = 2.0
 UP_TIMEOUT = 240.0
 DOWN_TIMEOUT = 120.0
+
+
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+class PrefectApi(Protocol):
+    """What the API helpers below need: a Prefect server's API URL (the stack, or any server)."""
+
+    @property
+    def prefect_api_url(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -156,3 +169,48 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             leftovers = st.kill_leftovers()
             if leftovers:
                 print(f"killed leftover process groups: {', '.join(leftovers)}")
+
+
+def api(stack: PrefectApi, method: str, path: str, **kw: Any) -> Any:
+    """One API call; a 503 or a read timeout (the SQLite-backed server busy while a flow trains on
+    the same two cores) is retried as Prefect's own client retries it, with backoff, before it
+    counts as a failure. Only reads are retried after a timeout: a write may have happened."""
+    reads = method == "GET" or path.endswith("/filter")
+    for attempt in range(6):
+        try:
+            r = httpx.request(method, f"{stack.prefect_api_url}{path}", timeout=60, **kw)
+        except httpx.ReadTimeout:
+            if attempt == 5 or not reads:
+                raise
+            continue
+        if r.status_code != 503:
+            break
+        time.sleep(0.5 * 2**attempt)
+    r.raise_for_status()
+    return r.json() if r.content else None
+
+
+def runs_of(stack: PrefectApi, deployment_id: str, since: datetime | None = None) -> list[dict[str, Any]]:
+    """The deployment's flow runs (created at or after `since`, if given)."""
+    runs: list[dict[str, Any]] = api(
+        stack, "POST", "/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment_id]}}}
+    )
+    if since is None:
+        return runs
+    return [r for r in runs if datetime.fromisoformat(r["created"]) >= since]
+
+
+def run(stack: PrefectApi, deployment_id: str, params: dict[str, Any], timeout: float = 420) -> dict[str, Any]:
+    """Run a deployment through the worker and wait for a final state (like `prefect deployment run --watch`)."""
+    fr = api(stack, "POST", f"/deployments/{deployment_id}/create_flow_run", json={"parameters": params})
+    return wait(stack, fr["id"], timeout)
+
+
+def wait(stack: PrefectApi, flow_run_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fr: dict[str, Any] = api(stack, "GET", f"/flow_runs/{flow_run_id}")
+        if fr["state"]["type"] in FINAL:
+            return fr
+        time.sleep(1)
+    pytest.fail(f"flow run {flow_run_id} did not finish in {timeout} s (last state {fr['state']['type']})")

@@ -16,12 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 
 from tests.conftest import ROOT
 
-from .conftest import Stack, flow_config
+from .conftest import Stack, api, flow_config, run, runs_of, wait
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -31,53 +30,7 @@ pytestmark = pytest.mark.e2e
 # The worker's default config's model: an alert that names no config retrains it.
 WATCHED_MODEL = "evergreen-flight-delay"
 DRIFT_EVENT = "evergreen.drift.detected"
-FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 TRAIN_AS_OF = "2013-04-01"
-
-
-def api(stack: Stack, method: str, path: str, **kw: Any) -> Any:
-    """One API call; a 503 or a read timeout (the SQLite-backed server busy while a flow trains on
-    the same two cores) is retried as Prefect's own client retries it, with backoff, before it
-    counts as a failure. Only reads are retried after a timeout: a write may have happened."""
-    reads = method == "GET" or path.endswith("/filter")
-    for attempt in range(6):
-        try:
-            r = httpx.request(method, f"{stack.prefect_api_url}{path}", timeout=60, **kw)
-        except httpx.ReadTimeout:
-            if attempt == 5 or not reads:
-                raise
-            continue
-        if r.status_code != 503:
-            break
-        time.sleep(0.5 * 2**attempt)
-    r.raise_for_status()
-    return r.json() if r.content else None
-
-
-def runs_of(stack: Stack, deployment_id: str, since: datetime | None = None) -> list[dict[str, Any]]:
-    """The deployment's flow runs (created at or after `since`, if given)."""
-    runs: list[dict[str, Any]] = api(
-        stack, "POST", "/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment_id]}}}
-    )
-    if since is None:
-        return runs
-    return [r for r in runs if datetime.fromisoformat(r["created"]) >= since]
-
-
-def run(stack: Stack, deployment_id: str, params: dict[str, Any], timeout: float = 420) -> dict[str, Any]:
-    """Run a deployment through the worker and wait for a final state (like `prefect deployment run --watch`)."""
-    fr = api(stack, "POST", f"/deployments/{deployment_id}/create_flow_run", json={"parameters": params})
-    return wait(stack, fr["id"], timeout)
-
-
-def wait(stack: Stack, flow_run_id: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        fr: dict[str, Any] = api(stack, "GET", f"/flow_runs/{flow_run_id}")
-        if fr["state"]["type"] in FINAL:
-            return fr
-        time.sleep(1)
-    pytest.fail(f"flow run {flow_run_id} did not finish in {timeout} s (last state {fr['state']['type']})")
 
 
 def drift_events(stack: Stack, model: str, since: datetime) -> list[dict[str, Any]]:

@@ -76,7 +76,7 @@ def test_evergreen_feast_reads_the_published_snapshot(built: Built) -> None:
     empty = built.user_home.parent / "never-built"
     res = _run([*argv, "feature-views", "list"], {**built.env, "EVERGREEN_HOME": str(empty)})
     assert res.returncode == 2, res.stdout + res.stderr
-    assert "no published Feast state" in res.stderr and "flows.features" in res.stderr
+    assert "no published Feast snapshot" in res.stderr and "flows.features" in res.stderr
     assert not empty.exists()
 
 

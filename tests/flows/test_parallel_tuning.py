@@ -16,9 +16,13 @@ pytestmark = pytest.mark.slow  # real flows end to end on the Prefect engine
 BUDGET = 7  # not a multiple of the tuners: the shares are 4 and 3
 
 
-def assert_one_study_ran_exactly_its_budget(storage: str, result: dict) -> optuna.study.StudySummary:
-    """Two tuners, BUDGET trials: no trial more, every one finished, shares 3 and 4, no repeats."""
-    (summary,) = optuna.get_all_study_summaries(storage)
+def assert_one_study_ran_exactly_its_budget(
+    storage: str, result: dict, study_name: str | None = None
+) -> optuna.study.StudySummary:
+    """Two tuners, BUDGET trials: no trial more, every one finished, shares 3 and 4, no repeats. The
+    storage holds that one study, or ``study_name`` names it among others."""
+    summaries = optuna.get_all_study_summaries(storage)
+    (summary,) = summaries if study_name is None else [s for s in summaries if s.study_name == study_name]
     trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
     assert len(trials) == BUDGET  # not one trial more: each tuner ran exactly its share
     assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)

@@ -1,10 +1,11 @@
 """Parallel tuners on one study in a real PostgreSQL (a server from the Debian package, started once
-for the test run): the study lives in the database the URL names, the budget is exact, the tuners'
-parameters are distinct, and two tuners starting on a database without Optuna's schema do not race
+for the test run), run by a real Dask cluster: the study lives in the database the URL names, the
+budget is exact, the tuners' parameters are distinct, and two tuners starting on a database without Optuna's schema do not race
 to create it (``plan_tuning`` creates schema and study once, before any tuner starts)."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import optuna
@@ -12,10 +13,10 @@ import pytest
 
 from evergreen.config import TuningConfig
 from evergreen.training import open_study, plan_tuning
-from tests.conftest import write_config
+from tests.conftest import free_port, write_config
 from tests.flows.conftest import SMALL
 from tests.flows.test_parallel_tuning import BUDGET, assert_one_study_ran_exactly_its_budget
-from tests.servers import PostgresServer, postgresql_server
+from tests.servers import PostgresServer, postgresql_server, running_dask
 
 __all__ = ["postgresql_server"]  # the fixture shared by the test run, used by name below
 
@@ -28,21 +29,46 @@ def public_tables(server: PostgresServer, url: str) -> list[str]:
         return sorted(name for (name,) in rows)
 
 
-def test_two_tuners_on_a_brand_new_postgres_database_share_one_study(env, tmp_path, postgresql_server):
+def test_tuners_on_a_dask_cluster_share_one_study_on_a_brand_new_postgres_database(env, tmp_path, postgresql_server):
+    """The tuner task runs go to a real Dask cluster (a scheduler and two one-thread workers, as
+    processes): every trial ran in a Dask worker, both workers tuned, none in the flow's process."""
     from flows.training import training
 
     storage = postgresql_server.create_database()
     assert public_tables(postgresql_server, storage) == []  # no Optuna schema yet: the tuners' first run
-    tuning = {**SMALL["tuning"], "n_trials": BUDGET, "workers": 2, "storage": storage, "threads": 1}
-    registry = {**SMALL["registry"], "model_name": "parallel-pg-model", "experiment": "parallel-pg"}
+    with running_dask(workers=2) as cluster:
+        tuning = {
+            **SMALL["tuning"],
+            **{"n_trials": BUDGET, "workers": 2, "storage": storage, "threads": 1, "dask_address": cluster.address},
+        }
+        registry = {**SMALL["registry"], "model_name": "parallel-dask-model", "experiment": "parallel-dask"}
+        path = write_config(
+            tmp_path / "c.yaml", env["cfg"].home, "flights", **{**SMALL, "tuning": tuning, "registry": registry}
+        )
+
+        result = training(config=str(path), as_of=env["example"].first_as_of, reason="manual")
+
+    assert "studies" in public_tables(postgresql_server, storage)  # the schema is PostgreSQL's, not a file's
+    summary = assert_one_study_ran_exactly_its_budget(storage, result)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+    ran_in = {int(t.user_attrs["host"].rsplit("/", 1)[1]) for t in trials}
+    assert ran_in == cluster.worker_pids  # both Dask workers tuned, and nothing else did
+    assert os.getpid() not in ran_in
+
+
+def test_an_unreachable_dask_scheduler_fails_the_run_naming_the_setting(env, tmp_path):
+    from flows.training import training
+
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    tuning = {**SMALL["tuning"], "n_trials": 2, "workers": 2, "dask_address": address}
+    registry = {**SMALL["registry"], "model_name": "parallel-dask-down", "experiment": "parallel-dask-down"}
     path = write_config(
         tmp_path / "c.yaml", env["cfg"].home, "flights", **{**SMALL, "tuning": tuning, "registry": registry}
     )
-
-    result = training(config=str(path), as_of=env["example"].first_as_of, reason="manual")
-
-    assert "studies" in public_tables(postgresql_server, storage)  # the schema is PostgreSQL's, not a file's
-    assert_one_study_ran_exactly_its_budget(storage, result)
+    with pytest.raises(
+        RuntimeError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:\d+ \(tuning\.dask_address"
+    ):
+        training(config=str(path), as_of=env["example"].first_as_of, reason="manual")
 
 
 def test_tuners_open_the_planned_study_at_once_on_a_brand_new_database(postgresql_server):

@@ -197,6 +197,18 @@ def test_each_version_carries_its_model_card(example_env, first, second):
     assert "| champion v1 |" in c.get_model_version(cfg.registry.model_name, second["version"]).description
 
 
+def test_the_champion_loads_from_the_configs_registry_whatever_the_process_points_at(example_env, second, tmp_path):
+    """A process that used another store before (MLflow exports its registry URI to the environment,
+    so a worker started from it inherits that too) still loads the config's champion."""
+    cfg = example_env["cfg"]
+    mlflow.set_registry_uri(f"sqlite:///{tmp_path / 'another-store.db'}")
+    try:
+        champion = registry.load_champion(cfg.tracking_uri, cfg.registry.model_name)
+    finally:
+        mlflow.set_registry_uri(cfg.tracking_uri)
+    assert champion is not None and champion.version == str(second["champion"])
+
+
 def test_identical_rerun_resumes_the_study_and_fails_the_gate(example_env, second):
     from flows.training import training
 

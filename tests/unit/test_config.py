@@ -22,7 +22,7 @@ def test_default_config_resolves_paths_against_its_folder(monkeypatch):
     assert cfg.problem.module == ROOT / "examples" / "flights" / "problem.py"
     assert cfg.feast_repo == ROOT / "examples" / "flights" / "feature_repo"
     assert cfg.suites_dir == ROOT / "examples" / "flights" / "expectations"
-    assert cfg.features_dir == ROOT / ".evergreen" / "feast" / "flights" / "features"
+    assert cfg.features_dir == str(ROOT / ".evergreen" / "feast" / "flights" / "features")
     assert cfg.tracking_uri == f"sqlite:///{ROOT / '.evergreen' / 'mlflow.db'}"
     assert len(cfg.digest) == 16
 

@@ -167,9 +167,12 @@ def test_everything_referred_to_exists_in_the_file(docs, values):
 
 def test_a_dangling_reference_would_be_caught(docs):
     gateway = copy.deepcopy(by_kind(docs, "Deployment")["evergreen-gateway"]["spec"]["template"])
-    gateway["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["key"] = "ROLLOUT_SECRET"
     gateway["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"] = "evergreen-settings"
-    assert missing(docs, references(gateway)) == ["ConfigMap/evergreen-settings", "Secret/evergreen-env:ROLLOUT_SECRET"]
+    assert missing(docs, references(gateway)) == ["ConfigMap/evergreen-settings"]
+    mlflow = copy.deepcopy(by_kind(docs, "Deployment")["mlflow"]["spec"]["template"])
+    (key_ref,) = [e for e in mlflow["spec"]["containers"][0]["env"] if e["name"] == "MLFLOW_BACKEND_STORE_URI"]
+    key_ref["valueFrom"]["secretKeyRef"]["key"] = "BACKEND_URI"
+    assert missing(docs, references(mlflow)) == ["Secret/mlflow-server:BACKEND_URI"]
 
 
 def service_problems(docs: list[dict[str, Any]]) -> list[str]:
@@ -289,11 +292,16 @@ def test_settings_are_ones_evergreen_reads_and_urls_name_services(docs, values):
             assert key in text, f"{key} is read by nothing"
     assert {"EVERGREEN_TRACKING_URI", "EVERGREEN_ARTIFACT_LOCATION", "EVERGREEN_HOME"} <= set(config)
     assert "EVERGREEN_OPTUNA_STORAGE" in secret  # it carries a password
-    # every in-cluster URL names a Service of the file, or the prefect-server chart's (port 4200)
+    # every in-cluster URL names a Service of the file, the prefect-server chart's (port 4200) or a
+    # backing service the head of evergreen.yaml asks for
     services = {n: {p["port"] for p in s["spec"]["ports"]} for n, s in by_kind(docs, "Service").items()}
     services["prefect-server"] = {4200}
-    for key, url in config.items():
-        if m := re.match(r"https?://([^:/]+):(\d+)", url):
+    head = (ROOT / "deployments" / "k8s" / "evergreen.yaml").read_text().split("apiVersion", 1)[0]
+    for host, port in re.findall(r"service `([a-z][a-z0-9-]*):(\d+)`", head):
+        services.setdefault(host, set()).add(int(port))
+    assert {"postgresql", "minio", "redis-master", "dask-scheduler"} <= set(services)
+    for key, url in [*config.items(), *secret.items()]:
+        if m := re.match(r"[a-z][a-z0-9+]*://(?:[^@/]*@)?([^:/]+):(\d+)", url):
             assert int(m[2]) in services.get(m[1], set()), f"{key}={url}"
     worker = values["prefect-worker"]["worker"]
     assert worker["selfHostedServerApiConfig"]["apiUrl"] == config["PREFECT_API_URL"]
@@ -335,13 +343,11 @@ def without_evergreen_additions(job_configuration: dict[str, Any]) -> dict[str, 
     out = copy.deepcopy(job_configuration)
     job = out["job_manifest"]["spec"]
     pod = job["template"]["spec"]
-    for key in ("securityContext", "volumes"):
-        pod.pop(key)
+    pod.pop("securityContext")
     for key in ("completions", "parallelism"):  # moved from the pod spec (Prefect's default) to the Job
         pod[key] = job.pop(key)
     for c in pod["containers"]:
         c.pop("envFrom")
-        c.pop("volumeMounts")
     return out
 
 

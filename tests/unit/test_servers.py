@@ -1,5 +1,5 @@
-"""The test servers are real: PostgreSQL and Redis answer on their ports, and the port is closed
-once the context that started the server has ended."""
+"""The test servers are real: PostgreSQL, Redis and the S3 API answer on their ports, and the port is
+closed once the context that started the server has ended."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import socket
 
 import redis
 
-from tests.servers import PostgresServer, postgresql_server, redis_server, running_postgresql, running_redis
+from tests.servers import (
+    PostgresServer,
+    postgresql_server,
+    redis_server,
+    running_postgresql,
+    running_redis,
+    running_s3,
+)
 
 __all__ = ["postgresql_server", "redis_server"]  # the fixtures shared by the test run, used by name below
 
@@ -39,6 +46,22 @@ def test_redis_answers_and_stops():
         client = redis.Redis.from_url(url)
         assert client.ping()
         client.close()
+    assert not port_open(port)
+
+
+def test_s3_server_stores_objects_pyarrow_reads_and_stops(monkeypatch):
+    import pandas as pd
+
+    with running_s3() as server:
+        bucket = server.create_bucket()
+        for name, value in server.env.items():
+            monkeypatch.setenv(name, value)
+        frame = pd.DataFrame({"a": [1, 2, 3]})
+        frame.to_parquet(f"s3://{bucket}/x/a.parquet", index=False)  # pyarrow's S3 filesystem
+        assert server.keys(bucket) == ["x/a.parquet"]
+        pd.testing.assert_frame_equal(pd.read_parquet(f"s3://{bucket}/x/a.parquet"), frame)
+        port = int(server.url.rsplit(":", 1)[1])
+        assert port_open(port)
     assert not port_open(port)
 
 

@@ -39,7 +39,7 @@ airline_stats = FeatureView(
     ],
     source=FileSource(
         name="airline_stats_source",
-        path=str(FEATURE_DIR / "airline_stats.parquet"),
+        path=f"{FEATURE_DIR}/airline_stats.parquet",
         timestamp_field="event_timestamp",
         created_timestamp_column="created",
     ),

@@ -18,7 +18,7 @@ def _source(name: str) -> FileSource:
     # One parquet file per view; event_timestamp = when the value became known, created = tie-break.
     return FileSource(
         name=f"{name}_source",
-        path=str(FEATURE_DIR / f"{name}.parquet"),
+        path=f"{FEATURE_DIR}/{name}.parquet",
         timestamp_field="event_timestamp",
         created_timestamp_column="created",
     )
