@@ -4,7 +4,7 @@ homes are empty, the whole loop through deployments.
 Started here on 127.0.0.1 free ports: PostgreSQL (Debian's package: the Prefect server's database,
 MLflow's backend, the Optuna study, Feast's SQL registry), Redis (Debian's package: Feast's online
 store), an S3 API (moto's server, from PyPI: feature tables and MLflow's artifacts), a Prefect server,
-an MLflow server, and two Prefect process workers on their own queues. Worker A builds the features
+an MLflow server, and two Prefect process workers on their own queues; at the end a serving gateway. Worker A builds the features
 and checks drift; worker B trains and retrains: B only ever sees what A wrote through the shared
 stores, and neither home holds any of them afterwards.
 """
@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
 
 from evergreen import QUIET_DEFAULTS
-from tests.conftest import ROOT, free_port, running_mlflow_server, wait_healthy, write_config
+from tests.conftest import ROOT, free_port, running_gateway, running_mlflow_server, wait_healthy, write_config
 from tests.flows.conftest import SMALL
 from tests.flows.test_parallel_tuning import BUDGET, assert_one_study_ran_exactly_its_budget
 from tests.servers import PostgresServer, S3Server, postgresql_server, redis_server, s3_server, stop
@@ -58,6 +59,7 @@ class SharedStack:
     config: Path
     model: str
     bucket: str
+    gateway_port: int
     s3: S3Server
     redis_url: str
     optuna_url: str
@@ -130,7 +132,7 @@ def shared(
     prefect_db = pg.create_database().replace("+psycopg", "+asyncpg")
     mlflow_db, optuna_url, registry_url = pg.create_database(), pg.create_database(), pg.create_database()
     model = f"shared-{uuid.uuid4().hex[:8]}"
-    prefect_port, mlflow_port = free_port(), free_port()
+    prefect_port, mlflow_port, gateway_port = free_port(), free_port(), free_port()
     prefect_api = f"http://127.0.0.1:{prefect_port}/api"
 
     with ExitStack() as servers:
@@ -157,11 +159,12 @@ def shared(
         tuning = {**SMALL["tuning"], "n_trials": BUDGET, "workers": 2, "threads": 1, "storage": optuna_url}
         registry = {**SMALL["registry"], "model_name": model, "tracking_uri": mlflow_url}
         features = {"files_url": f"s3://{bucket}/feast", "registry_url": registry_url, "online_url": redis_server}
+        serving = {"port": gateway_port, "reload_seconds": 1}
         config = write_config(
             tmp / "config.yaml",
             Path("${EVERGREEN_HOME}"),
             "flights",
-            **{**SMALL, "tuning": tuning, "registry": registry, "features": features},
+            **{**SMALL, "tuning": tuning, "registry": registry, "features": features, "serving": serving},
         )
         client_env = clean_env(PREFECT_API_URL=prefect_api, PREFECT_HOME=str(tmp / "prefect-client"))
         deploy = subprocess.run(
@@ -203,6 +206,7 @@ def shared(
             config,
             model,
             bucket,
+            gateway_port,
             s3_server,
             redis_server,
             optuna_url,
@@ -279,7 +283,32 @@ def test_the_whole_loop_runs_on_two_workers_with_empty_homes_against_shared_stor
     client_redis.close()
     assert [p.name for p in store.registry.list_projects(allow_cache=False)] == [cfg.feast_project]
 
-    # 6. Nothing shared was kept in a worker's home.
+    # 6. A gateway with an empty home serves the champion with those Redis values.
+    from evergreen.features import latest_outcome
+    from tasks.data import load_raw_data, prepare
+
+    prepared = prepare.fn(cfg, load_raw_data.fn(cfg))
+    at = latest_outcome(prepared, cfg.problem)
+    asked = prepared[prepared["tailnum"].isin(latest.index)].tail(20)
+    cast = {"string": str, "number": float, "integer": int}
+    rows = [
+        {name: cast[f.type](r[name]) for name, f in cfg.problem.request.items()} | {"prediction_time": at.isoformat()}
+        for _, r in asked.iterrows()
+    ]
+    gateway_env = {**shared.s3.env, "EVERGREEN_HOME": str(shared.homes["a"].parent / "gateway")}
+    log = shared.homes["a"].parent / "gateway.log"
+    with running_gateway(shared.config, shared.gateway_port, log, env=gateway_env) as url:
+        r = httpx.post(f"{url}/predict", json={"rows": rows, "return_features": True}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert {p["version"] for p in body["predictions"]} == {champion.version}
+    served = pd.DataFrame(body["features"])["arrivals_7d"]
+    expected = latest.loc[asked["tailnum"], "arrivals_7d"].to_numpy()
+    fresh = served.notna().to_numpy()  # a value older than its view's TTL at that time is withheld
+    assert fresh.any()
+    np.testing.assert_array_equal(served.to_numpy()[fresh].astype(float), expected[fresh].astype(float))
+
+    # 7. Nothing shared was kept in a worker's home.
     for queue, home in shared.homes.items():
         kept = [name for name in SHARED_STATE if (home / name).exists()]
         assert not kept, f"worker {queue} keeps {kept} in its home"
