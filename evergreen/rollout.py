@@ -192,7 +192,9 @@ def restore_moves(snapshot: dict[str, str], current: dict[str, str]) -> list[tup
 
 def write_record(tracking_uri: str, model_name: str, folder: Path, rec: dict[str, Any]) -> Path:
     """The rollout's one decision record: ``<folder>/<rollout_id>.json``, its picture beside it (PNG,
-    when a step ran) and the outcome as tags on the model version."""
+    when a step ran), both also logged under ``rollout/`` on the version's MLflow run (a run's local
+    folder is gone with its container; the run's artifacts are where the team looks), and the
+    outcome as tags on the model version (``evergreen.rollout.record``: the logged record's URI)."""
     rec["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     path = folder / f"{rec['rollout_id']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +203,11 @@ def write_record(tracking_uri: str, model_name: str, folder: Path, rec: dict[str
         plot_rollout(rec).savefig(path.with_suffix(".png"), dpi=100)
     c = registry.client(tracking_uri)
     version = rec["version"]
+    run_id = c.get_model_version(model_name, version).run_id
+    for written in (path, path.with_suffix(".png")):
+        if written.exists():
+            c.log_artifact(run_id, str(written), "rollout")
     c.set_model_version_tag(model_name, version, "evergreen.rollout.status", rec["status"])
     c.set_model_version_tag(model_name, version, "evergreen.rollout.summary", "; ".join(rec["reasons"])[:4900])
-    c.set_model_version_tag(model_name, version, "evergreen.rollout.record", str(path))
+    c.set_model_version_tag(model_name, version, "evergreen.rollout.record", f"runs:/{run_id}/rollout/{path.name}")
     return path

@@ -12,6 +12,7 @@ stores, and neither home holds any of them afterwards.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -195,7 +196,8 @@ def shared(
                 worker_env,
                 tmp / f"worker-{queue}.log",
             )
-            servers.callback(stop, worker)
+            # A Prefect worker leaves on a second signal only; with no run left, its group can go at once.
+            servers.callback(stop, worker, signal.SIGKILL)
 
         server_api = PrefectServer(prefect_api)
         flows = {f["id"]: f["name"] for f in api(server_api, "POST", "/flows/filter", json={})}

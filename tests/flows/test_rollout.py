@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -181,8 +182,16 @@ def test_a_passing_gate_rolls_out_step_by_step_and_promotes(world):
         assert s["analysis"]["passed"] and s["analysis"]["canary"]["requests"] >= 20, s
     assert rec["promote_webhook"]["status"] == 200
     tags = world["client"].get_model_version(MODEL, v).tags
-    assert tags["evergreen.rollout.status"] == "promoted" and Path(tags["evergreen.rollout.record"]).is_file()
-    assert Path(tags["evergreen.rollout.record"]).with_suffix(".png").stat().st_size > 10_000  # the picture
+    assert tags["evergreen.rollout.status"] == "promoted"
+    # The record and its picture are on the version's run, where any machine reads them.
+    logged = Path(
+        mlflow.artifacts.download_artifacts(tags["evergreen.rollout.record"], tracking_uri=world["cfg"].tracking_uri)
+    )
+    assert json.loads(logged.read_text()) == json.loads(json.dumps(rec, default=str))
+    png = tags["evergreen.rollout.record"].removesuffix(".json") + ".png"
+    assert (
+        Path(mlflow.artifacts.download_artifacts(png, tracking_uri=world["cfg"].tracking_uri)).stat().st_size > 10_000
+    )
 
     # Every alias move of the rollout is in the audit log, with the rollout's flow run.
     moves = [(m.alias, m.from_version, m.to_version) for m in registry.history(world["client"], MODEL)]
