@@ -27,6 +27,7 @@ another S3 API), for joins and for materialisation alike, so no DuckDB extension
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -247,6 +248,36 @@ def _s3_parquet(source: DataSource) -> bool:
     )
 
 
+_PULL_ARGS = (
+    "join_key_columns",
+    "feature_name_columns",
+    "timestamp_field",
+    "created_timestamp_column",
+    "start_date",
+    "end_date",
+)
+
+
+def _pull(
+    duckdb_pull: Callable[..., RetrievalJob],
+    ibis_pull: Callable[..., RetrievalJob],
+    config: RepoConfig,
+    source: DataSource,
+    args: tuple[Any, ...],
+) -> RetrievalJob:
+    """A pull by Feast's duckdb store, or, for S3 parquet, by Feast's ibis helper on a table read
+    through pyarrow (the same query, without DuckDB's httpfs)."""
+    if not _s3_parquet(source):
+        return duckdb_pull(config, source, *args)
+    return ibis_pull(
+        config=config,
+        data_source=source,
+        **dict(zip(_PULL_ARGS, args, strict=True)),
+        data_source_reader=_ibis_source,
+        data_source_writer=_no_writes,
+    )
+
+
 class AsofOfflineStore(DuckDBOfflineStore):
     """Feast's duckdb store with the historical retrieval planned as ASOF JOINs."""
 
@@ -262,28 +293,12 @@ class AsofOfflineStore(DuckDBOfflineStore):
         end_date: datetime,
     ) -> RetrievalJob:
         """Feast's own pull (latest row per key in the range); S3 sources read through pyarrow."""
-        if not _s3_parquet(data_source):
-            return DuckDBOfflineStore.pull_latest_from_table_or_query(
-                config,
-                data_source,
-                join_key_columns,
-                feature_name_columns,
-                timestamp_field,
-                created_timestamp_column,
-                start_date,
-                end_date,
-            )
-        return pull_latest_from_table_or_query_ibis(
-            config=config,
-            data_source=data_source,
-            join_key_columns=join_key_columns,
-            feature_name_columns=feature_name_columns,
-            timestamp_field=timestamp_field,
-            created_timestamp_column=created_timestamp_column,
-            start_date=start_date,
-            end_date=end_date,
-            data_source_reader=_ibis_source,
-            data_source_writer=_no_writes,
+        return _pull(
+            DuckDBOfflineStore.pull_latest_from_table_or_query,
+            pull_latest_from_table_or_query_ibis,
+            config,
+            data_source,
+            (join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column, start_date, end_date),
         )
 
     @staticmethod
@@ -298,28 +313,12 @@ class AsofOfflineStore(DuckDBOfflineStore):
         end_date: datetime | None = None,
     ) -> RetrievalJob:
         """Feast's own pull of every row in the range; S3 sources read through pyarrow."""
-        if not _s3_parquet(data_source):
-            return DuckDBOfflineStore.pull_all_from_table_or_query(
-                config,
-                data_source,
-                join_key_columns,
-                feature_name_columns,
-                timestamp_field,
-                created_timestamp_column,
-                start_date,
-                end_date,
-            )
-        return pull_all_from_table_or_query_ibis(
-            config=config,
-            data_source=data_source,
-            join_key_columns=join_key_columns,
-            feature_name_columns=feature_name_columns,
-            timestamp_field=timestamp_field,
-            created_timestamp_column=created_timestamp_column,
-            start_date=start_date,
-            end_date=end_date,
-            data_source_reader=_ibis_source,
-            data_source_writer=_no_writes,
+        return _pull(
+            DuckDBOfflineStore.pull_all_from_table_or_query,
+            pull_all_from_table_or_query_ibis,
+            config,
+            data_source,
+            (join_key_columns, feature_name_columns, timestamp_field, created_timestamp_column, start_date, end_date),
         )
 
     @staticmethod
