@@ -101,6 +101,13 @@ def _log(path: Path) -> str:
         return "(no log)"
 
 
+def spawn(argv: list[str], cwd: Path, log_path: Path, **popen: Any) -> subprocess.Popen[bytes]:
+    """A server process leading its own process group (so ``stop`` reaches its children), its
+    output in ``log_path``."""
+    with log_path.open("w") as log:
+        return subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **popen)
+
+
 def wait_until(
     ready: Callable[[], bool], proc: subprocess.Popen[bytes], log_path: Path, what: str, timeout: float = START_TIMEOUT
 ) -> None:
@@ -198,25 +205,22 @@ def running_postgresql(timeout: float = START_TIMEOUT) -> Iterator[PostgresServe
         port = free_port()
         server = PostgresServer(port, PG_USER, base)
         log_path = base / "postgres.log"
-        with log_path.open("w") as log:
-            proc = subprocess.Popen(
-                [
-                    *(str(bin_dir / "postgres"), "-D", str(data), "-p", str(port)),
-                    # The socket in the temp folder: the default /var/run/postgresql belongs to the
-                    # packaged cluster and is not writable by this user.
-                    *("-c", f"listen_addresses={HOST}", "-c", f"unix_socket_directories={base}"),
-                    # Throwaway data: no fsync, so tests do not wait on the disk.
-                    *("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
-                ],
-                cwd=base,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                user=run_as.user,
-                group=run_as.group,
-                extra_groups=run_as.extra_groups,
-            )
+        proc = spawn(
+            [
+                *(str(bin_dir / "postgres"), "-D", str(data), "-p", str(port)),
+                # The socket in the temp folder: the default /var/run/postgresql belongs to the
+                # packaged cluster and is not writable by this user.
+                *("-c", f"listen_addresses={HOST}", "-c", f"unix_socket_directories={base}"),
+                # Throwaway data: no fsync, so tests do not wait on the disk.
+                *("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
+            ],
+            base,
+            log_path,
+            env=env,
+            user=run_as.user,
+            group=run_as.group,
+            extra_groups=run_as.extra_groups,
+        )
         try:
 
             def ready() -> bool:
@@ -246,17 +250,14 @@ def running_redis(timeout: float = START_TIMEOUT) -> Iterator[str]:
     try:
         port = free_port()
         log_path = base / "redis.log"
-        with log_path.open("w") as log:
-            proc = subprocess.Popen(
-                [
-                    *(str(binary), "--port", str(port), "--bind", HOST),
-                    *("--save", "", "--appendonly", "no", "--dir", str(base)),
-                ],
-                cwd=base,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = spawn(
+            [
+                *(str(binary), "--port", str(port), "--bind", HOST),
+                *("--save", "", "--appendonly", "no", "--dir", str(base)),
+            ],
+            base,
+            log_path,
+        )
         url = f"redis://{HOST}:{port}"
         try:
 
@@ -325,14 +326,7 @@ def running_s3(timeout: float = START_TIMEOUT) -> Iterator[S3Server]:
     try:
         port = free_port()
         log_path = base / "moto.log"
-        with log_path.open("w") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
-                cwd=base,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = spawn([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)], base, log_path)
         server = S3Server(f"http://{HOST}:{port}")
         try:
 
@@ -373,7 +367,7 @@ def running_dask(workers: int = 2, timeout: float = START_TIMEOUT) -> Iterator[D
     try:
         port = free_port()
         address = f"tcp://{HOST}:{port}"
-        scheduler_log = base / "scheduler.log"
+        scheduler_log = base / "scheduler-0.log"
         argv = {
             "scheduler": [sys.executable, "-m", "distributed.cli.dask_scheduler"]
             + ["--host", HOST, "--port", str(port), "--no-dashboard"],
@@ -381,13 +375,7 @@ def running_dask(workers: int = 2, timeout: float = START_TIMEOUT) -> Iterator[D
             + ["--host", HOST, "--nthreads", "1", "--no-dashboard", "--local-directory", str(base)],
         }
         for name, count in (("scheduler", 1), ("worker", workers)):
-            for i in range(count):
-                with (base / f"{name}-{i}.log").open("w") as log:
-                    procs.append(
-                        subprocess.Popen(
-                            argv[name], cwd=base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                        )
-                    )
+            procs += [spawn(argv[name], base, base / f"{name}-{i}.log") for i in range(count)]
         try:
 
             def ready() -> bool:
