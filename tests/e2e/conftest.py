@@ -34,6 +34,7 @@ DOWN_TIMEOUT = 120.0
 
 
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+TRIGGER_WAIT = 360.0  # seconds for a drift event to become a flow run of the retraining deployment
 
 
 class PrefectApi(Protocol):

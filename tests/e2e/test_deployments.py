@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-from .conftest import Stack, api, flow_config, run, runs_of, wait
+from .conftest import TRIGGER_WAIT, Stack, api, flow_config, run, runs_of, wait
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -175,7 +175,9 @@ def test_drift_storm_launches_exactly_one_retrain_that_registers_a_version(
     assert drift_events(stack, WATCHED_MODEL, since), "the drift flow emitted no drift event"
     emit_drift(stack, "2013-12-20T00:00:00+00:00", 19)  # the alert storm: 20 events within seconds
 
-    deadline = time.monotonic() + 120
+    # How soon Prefect's trigger creates the run is the server's business (seconds usually, minutes
+    # when its database is busy): the test waits generously and asserts only that it comes, once.
+    deadline = time.monotonic() + TRIGGER_WAIT
     while time.monotonic() < deadline and not runs_of(stack, retrain_id, since):
         time.sleep(1)
     runs = runs_of(stack, retrain_id, since)
