@@ -193,10 +193,15 @@ def _s3(url: str) -> tuple[Any, str]:
     return filesystem, path
 
 
+def _pointer(cfg: EvergreenConfig) -> tuple[Any, str]:
+    """Where the name of the published snapshot is kept in S3."""
+    return _s3(f"{cfg.feast_root}/{cfg.features.project}{POINTER_SUFFIX}")
+
+
 def published_snapshot(cfg: EvergreenConfig) -> str | None:
     """The name of the published snapshot ("<project>@<stamp>"), or None when nothing is published."""
     if not cfg.feast_is_local:
-        filesystem, path = _s3(f"{cfg.feast_root}/{cfg.features.project}{POINTER_SUFFIX}")
+        filesystem, path = _pointer(cfg)
         try:
             with filesystem.open_input_stream(path) as stream:
                 return str(stream.read().decode().strip()) or None
@@ -213,7 +218,8 @@ def pinned(cfg: EvergreenConfig, resolve: bool = False) -> EvergreenConfig:
     """The config with its snapshot named: the published one unless it names one already.
 
     Locally an unnamed snapshot reads through the published link (unless ``resolve``). Shared stores
-    need the name (it is the Feast project), read once here so that one run never mixes two.
+    need the name (it is the Feast project): a run pins its config once, at its start, so that it
+    never mixes two snapshots and reads the pointer once.
     """
     local = cfg.feast_is_local and not cfg.features.shared_stores
     if cfg.feast_state is not None or (local and not resolve):
@@ -256,7 +262,7 @@ def publish_snapshot(staged: EvergreenConfig) -> str:
         link.symlink_to(staged.feast_state)  # relative: the home can move
         os.replace(link, live)
     else:
-        filesystem, path = _s3(f"{staged.feast_root}/{staged.features.project}{POINTER_SUFFIX}")
+        filesystem, path = _pointer(staged)
         with filesystem.open_output_stream(path) as stream:
             stream.write(staged.feast_state.encode())
     # Snapshot names sort by time: those older than the one just replaced have no reader left.

@@ -16,7 +16,7 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from pydantic import PositiveFloat
 
-from evergreen import registry
+from evergreen import feature_store, registry
 from evergreen.config import DEFAULT_CONFIG, load_config, parse_as_of
 from evergreen.drift import in_cooldown
 from evergreen.features import entity_frame, latest_outcome
@@ -43,7 +43,8 @@ def drift(
 ) -> dict[str, Any]:
     """Compare the last ``lookback_days`` before ``as_of`` with the champion's training reference."""
     logger = get_run_logger()
-    cfg = load_config(config)
+    # The Feast snapshot is read once: a features run publishing meanwhile cannot mix two in this run.
+    cfg = feature_store.pinned(load_config(config))
     registry.check_tracking(cfg.tracking_uri)  # before the work, not after it
     lookback = lookback_days or cfg.drift.lookback_days
     timings: dict[str, float] = {}

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from pydantic import PositiveInt
 
-from evergreen import registry, tracking
+from evergreen import feature_store, registry, tracking
 from evergreen.config import DEFAULT_CONFIG, load_config, parse_as_of
 from evergreen.features import latest_outcome
 from evergreen.training import plan_windows
@@ -45,7 +45,8 @@ def training(
     started = time.perf_counter()
     logger = get_run_logger()
     config = config or DEFAULT_CONFIG
-    cfg = load_config(config)
+    # The Feast snapshot is read once: a features run publishing meanwhile cannot mix two in this run.
+    cfg = feature_store.pinned(load_config(config))
     registry.check_tracking(cfg.tracking_uri)  # before the work, not after it
     run = flow_run_id()
     report_dir = cfg.reports_dir / "validation" / (run or "local")
